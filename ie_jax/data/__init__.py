@@ -1,0 +1,1 @@
+"""Input data: target sets, Grain pipelines, and the MoCo v3 views."""

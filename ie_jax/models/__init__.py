@@ -1,0 +1,1 @@
+"""Flax models: the ResNet backbone and the MoCo v3 heads."""

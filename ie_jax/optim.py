@@ -1,0 +1,81 @@
+"""LARS in MoCo v3's order, and the learning-rate and EMA-momentum schedules.
+
+All derived quantities (the batch-scaled lr, total steps) are computed here from config
+inputs, never stored in configs.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def _matrices(params):
+  # MoCo v3 exempts BN and bias parameters (ndim <= 1) from weight decay and the trust ratio.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def lars(learning_rate, weight_decay: float, momentum: float,
+         trust_coefficient: float) -> optax.GradientTransformation:
+  """LARS as in MoCo v3: wd -> trust ratio (both ndim > 1 only) -> momentum -> lr.
+
+  `optax.lars` puts the lr before momentum, which differs once the lr changes, and
+  masks nothing by default; this chain reproduces moco-v3's `moco/optimizer.py` rule:
+  dp = g + wd*p; dp *= tc*|p|/|dp| (1 if either norm is 0); mu = m*mu + dp; p -= lr*mu.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=_matrices),
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient),
+                   _matrices),
+      optax.trace(decay=momentum, nesterov=False),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def peak_learning_rate(optim_config, batch_size: int) -> float:
+  """MoCo v3's linear scaling rule: lr = base_lr * batch / 256 (0.8 * 224/256 = 0.7)."""
+  return optim_config.base_lr * batch_size / 256
+
+
+def learning_rate(optim_config, batch_size: int, total_steps: int) -> optax.Schedule:
+  """The paper's constant lr, or MoCo v3's linear warm-up + half-cosine per step."""
+  peak = peak_learning_rate(optim_config, batch_size)
+  if optim_config.schedule == 'constant':
+    return optax.constant_schedule(peak)
+  if optim_config.schedule == 'cosine':
+    if total_steps <= 0:
+      raise ValueError('A cosine lr schedule needs a positive number of total steps.')
+    warmup = int(round(optim_config.warmup_fraction * total_steps))
+
+    def schedule(step):
+      step = jnp.asarray(step, jnp.float32)
+      warm = peak * step / max(warmup, 1)
+      cos = peak * 0.5 * (1 + jnp.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
+      return jnp.where(step < warmup, warm, cos)
+    return schedule
+  raise ValueError(f"config.optim.schedule must be 'constant' or 'cosine', "
+                   f'got {optim_config.schedule!r}.')
+
+
+def ema_momentum(moco_config, total_steps: int):
+  """The momentum encoder's m: the paper's constant 0.9985, or MoCo v3's cosine ramp to 1."""
+  m0 = moco_config.momentum
+  if moco_config.momentum_schedule == 'constant':
+    return lambda step: jnp.asarray(m0, jnp.float32)
+  if moco_config.momentum_schedule == 'cosine':
+    if total_steps <= 0:
+      raise ValueError('A cosine momentum schedule needs a positive number of total steps.')
+    return lambda step: jnp.asarray(
+        1 - 0.5 * (1 + jnp.cos(math.pi * step / total_steps)) * (1 - m0), jnp.float32)
+  raise ValueError(f"config.moco.momentum_schedule must be 'constant' or 'cosine', "
+                   f'got {moco_config.momentum_schedule!r}.')
+
+
+def build(optim_config, batch_size: int, total_steps: int = 0):
+  """Returns (optax transformation, lr schedule) from `config.optim`."""
+  if optim_config.name != 'lars':
+    raise ValueError(f"config.optim.name must be 'lars', got {optim_config.name!r}.")
+  lr = learning_rate(optim_config, batch_size, total_steps)
+  tx = lars(lr, optim_config.weight_decay, optim_config.momentum,
+            optim_config.trust_coefficient)
+  return tx, lr

@@ -1,0 +1,1 @@
+"""Small utilities: sharding, checkpoints, config checks, logging."""

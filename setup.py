@@ -1,0 +1,41 @@
+"""ie-jax: Internet Explorer (Li et al., ICML 2023) in JAX/Flax."""
+import setuptools
+
+# Pinned to the versions the test suite runs against: Orbax and Grain change APIs
+# between minor releases (see docs/DECISIONS.md).
+CORE = [
+    'jax>=0.10.2,<0.11',
+    'flax==0.12.8',
+    'optax==0.2.8',
+    'orbax-checkpoint==0.12.8',
+    'grain==0.2.18',
+    'array_record>=0.8.6',
+    'tensorflow-datasets==4.9.10',
+    'ml-collections==1.1.0',
+    'absl-py>=2.1',
+    'nltk>=3.9',
+    'transformers>=5.0,<6',
+    'scikit-learn>=1.5',
+    'aiohttp>=3.10',
+    'pillow>=11',
+    'tensorboardX>=2.6',
+    'tqdm>=4.66',
+    'numpy>=2.0',
+]
+
+setuptools.setup(
+    name='ie-jax',
+    version='0.1.0.dev0',
+    description='Internet Explorer: targeted representation learning on the open web, in JAX.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['ie_jax', 'ie_jax.*']),
+    python_requires='>=3.10',
+    install_requires=CORE,
+    extras_require={
+        'cuda12': ['jax[cuda12]>=0.10.2,<0.11'],
+        'test': ['pytest>=8', 'chex>=0.1.90'],
+        # The PyTorch reference is used by parity tests and benchmarks only.
+        'torch': ['torch==2.13.0'],
+    },
+)
