@@ -79,6 +79,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       image_size=64,      # stored size of generated targets
   ))
 
+  # Input pipeline section.
+  config.data = ml_collections.ConfigDict(dict(
+      num_workers=8,   # Grain decode/crop worker processes (0: in the main process)
+  ))
+
   # Initialisation: '' starts from scratch (with a warning); else the path of the official
   # MoCo v3 PyTorch checkpoint (r-50-100ep.pth.tar).
   config.init_checkpoint = ''

@@ -23,6 +23,7 @@ def get_config(arg=None):
   config.target.name = 'shapes'
   config.target.num_examples = arg.examples
   config.target.image_size = 40
+  config.data.num_workers = 0
   config.log_every_steps = 4
   config.checkpoint_every_steps = 8
   return config

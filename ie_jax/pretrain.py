@@ -2,8 +2,8 @@
 
 `run(config, workdir)` trains for `config.train.epochs` over the target, checkpoints every
 `config.checkpoint_every_steps`, and resumes from the latest checkpoint in `workdir`. The
-batch order and views are pure functions of (seed, step), so a resumed run continues
-exactly where the killed one stopped.
+data iterator's state is saved with each checkpoint and the device augmentation is keyed by
+the step, so a resumed run continues exactly where the killed one stopped.
 """
 import logging
 import os
@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ie_jax import optim, train
-from ie_jax.data import augment, target
+from ie_jax.data import photometric, pipeline, target
 from ie_jax.models import convert, moco
 from ie_jax.utils import checkpoint, metric_writer, sharding
 
@@ -37,23 +37,8 @@ def build(config, mesh, total_steps: int):
   state = jax.device_put(state, sharding.replicated(mesh))
   step_fn = train.make_train_step(
       mesh, model=model, tx=tx, learning_rate=learning_rate, ema_momentum=ema_momentum,
-      temperature=config.moco.temperature)
+      temperature=config.moco.temperature, augment=photometric.moco_v3_views)
   return model, state, step_fn
-
-
-def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
-  """The global batch of `step`: a fresh permutation each epoch, remainder dropped."""
-  steps_per_epoch = num_examples // batch_size
-  epoch, i = divmod(step, steps_per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-  return order[i * batch_size:(i + 1) * batch_size]
-
-
-def local_slice(indices: np.ndarray) -> np.ndarray:
-  """This process's contiguous share of a global batch."""
-  per_process = len(indices) // jax.process_count()
-  start = jax.process_index() * per_process
-  return indices[start:start + per_process]
 
 
 def run(config, workdir: str):
@@ -67,27 +52,33 @@ def run(config, workdir: str):
   if batch_size % mesh.devices.size:
     raise ValueError(f'config.train.batch_size={batch_size} does not divide over '
                      f'{mesh.devices.size} devices.')
-  total_steps = (len(images) // batch_size) * config.train.epochs
+  total_steps = pipeline.steps_per_pass(len(images), config.train.epochs, batch_size)
   log.info('MoCo v3 on target %r: %d images, batch %d, %d steps on %d devices.',
-               config.target.name, len(images), batch_size, total_steps, mesh.devices.size)
+           config.target.name, len(images), batch_size, total_steps, mesh.devices.size)
 
   _, state, step_fn = build(config, mesh, total_steps)
+  data, skipped = pipeline.training_dataset(
+      pipeline.ArraySource(images), epochs=config.train.epochs, batch_size=batch_size,
+      seed=config.seed, image_size=config.moco.image_size, crop_min=config.moco.crop_min,
+      num_workers=config.data.num_workers)
+  batches = iter(data)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  max_to_keep=config.checkpoints_to_keep)
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
+    state, meta = ckpt.restore(state)
+    batches.set_state(meta['data_iter'])
     log.info('Resumed from step %d.', int(state.step))
   start = int(state.step)
   writer = metric_writer.MetricWriter(os.path.join(workdir, 'logs'))
-  meta = {'config': config.to_dict(), 'total_steps': total_steps}
   rng = jax.random.key(config.seed)
   last_log = (time.perf_counter(), start)
 
   for step in tqdm(range(start, total_steps), initial=start, total=total_steps,
                    desc='moco v3', disable=jax.process_index() > 0):
-    idx = local_slice(batch_indices(config.seed, step, len(images), batch_size))
-    views = augment.two_views(images[idx], np.random.default_rng([config.seed, step]),
-                              config.moco.image_size, config.moco.crop_min)
+    try:
+      views = next(batches)
+    except StopIteration:  # corrupt records were skipped: fewer batches than planned
+      break
     state, metrics = step_fn(state, sharding.put_batch(views, mesh), rng)
     done = step + 1
     if done % config.log_every_steps == 0 or done == total_steps:
@@ -97,12 +88,13 @@ def run(config, workdir: str):
         raise FloatingPointError(f'Non-finite {bad} at step {done}: {metrics}.')
       now = time.perf_counter()
       metrics['images_per_s'] = (done - last_log[1]) * batch_size / (now - last_log[0])
+      metrics['skipped_records'] = skipped.skipped
       last_log = (now, done)
       writer.write_scalars(done, metrics)
       log.info('step %d/%d: %s', done, total_steps,
-                   ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
+               ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
     if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      ckpt.save(done, state, meta)
+      ckpt.save(done, state, {'config': config.to_dict(), 'data_iter': batches.get_state()})
   writer.close()
   ckpt.close()
   return state

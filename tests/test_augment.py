@@ -17,12 +17,22 @@ def test_crop_boxes_stay_inside_with_the_requested_area(height, width):
     assert 0.15 < min(areas) < 0.3 and max(areas) > 0.9
 
 
-def test_two_views_are_uint8_at_the_training_size_and_differ():
-  images, _ = shapes.generate(4, 40)
-  views = augment.two_views(images, np.random.default_rng(0), 32, 0.2)
-  assert views['view1'].shape == views['view2'].shape == (4, 32, 32, 3)
-  assert views['view1'].dtype == np.uint8
-  assert not np.array_equal(views['view1'], views['view2'])
+def test_views_are_uint8_at_the_training_size_and_differ():
+  images, _ = shapes.generate(1, 40)
+  rng = np.random.default_rng(0)
+  a = augment.random_resized_crop_flip(images[0], rng, 32, 0.2)
+  b = augment.random_resized_crop_flip(images[0], rng, 32, 0.2)
+  assert a.shape == b.shape == (32, 32, 3) and a.dtype == np.uint8
+  assert not np.array_equal(a, b)
+
+
+def test_eval_transform_resizes_the_short_side_and_centre_crops():
+  image = np.zeros((100, 200, 3), np.uint8)
+  image[:, 90:110] = 255  # a bright band at the centre
+  out = augment.eval_transform(image, 56)
+  assert out.shape == (56, 56, 3)
+  # Short side 100 -> 64, long side 200 -> 128; the crop keeps the central band.
+  assert out[:, 28].min() == 255 and out[:, 0].max() == 0
 
 
 def test_shapes_are_deterministic_and_split_by_seed():

@@ -45,9 +45,12 @@ def random_resized_crop_flip(image: np.ndarray, rng: np.random.Generator, size: 
   return view
 
 
-def two_views(images: np.ndarray, rng: np.random.Generator, size: int, crop_min: float):
-  """Two independent geometric views of each image: {'view1', 'view2'} uint8 [N, size, size, 3]."""
-  out = {}
-  for name in ('view1', 'view2'):
-    out[name] = np.stack([random_resized_crop_flip(im, rng, size, crop_min) for im in images])
-  return out
+def eval_transform(image: np.ndarray, size: int) -> np.ndarray:
+  """Resize the short side to size * 256/224, then centre-crop `size` (the k-NN/probe view)."""
+  h, w = image.shape[:2]
+  short = int(round(size * 256 / 224))
+  scale = short / min(h, w)
+  new_h, new_w = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+  resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return resized[top:top + size, left:left + size]
