@@ -44,7 +44,7 @@ def build(config, mesh, total_steps: int):
 def run(config, workdir: str):
   """Trains MoCo v3 on the target set; returns the final TrainState."""
   mesh = sharding.make_mesh()
-  images, _ = target.load(config.target)
+  images = target.load(config.target).source
   batch_size = config.train.batch_size
   if len(images) < batch_size:
     raise ValueError(f'The target has {len(images)} images, fewer than one batch '
@@ -58,7 +58,7 @@ def run(config, workdir: str):
 
   _, state, step_fn = build(config, mesh, total_steps)
   data, skipped = pipeline.training_dataset(
-      pipeline.ArraySource(images), epochs=config.train.epochs, batch_size=batch_size,
+      images, epochs=config.train.epochs, batch_size=batch_size,
       seed=config.seed, image_size=config.moco.image_size, crop_min=config.moco.crop_min,
       num_workers=config.data.num_workers)
   batches = iter(data)

@@ -42,7 +42,7 @@ def element_ids(batch):
 
 
 def test_epochs_cover_every_element_exactly_epochs_times():
-  ds, _ = pipeline.training_dataset(pipeline.ArraySource(labelled_images(40)), epochs=3,
+  ds, _ = pipeline.training_dataset(labelled_images(40), epochs=3,
                                     batch_size=8, seed=0, image_size=8, crop_min=0.5)
   seen = [i for batch in ds for i in element_ids(batch)]
   assert len(seen) == pipeline.steps_per_pass(40, 3, 8) * 8 == 120
@@ -52,7 +52,7 @@ def test_epochs_cover_every_element_exactly_epochs_times():
 
 def test_iterator_resumes_at_the_same_element():
   make = lambda: pipeline.training_dataset(
-      pipeline.ArraySource(labelled_images(30)), epochs=2, batch_size=6, seed=5,
+      labelled_images(30), epochs=2, batch_size=6, seed=5,
       image_size=8, crop_min=0.2)[0]
   it = iter(make())
   for _ in range(4):
@@ -84,8 +84,8 @@ def test_corrupt_records_are_skipped_and_counted():
 def test_worker_processes_give_the_same_stream():
   images = labelled_images(24)
   kwargs = dict(epochs=1, batch_size=6, seed=2, image_size=8, crop_min=0.3)
-  serial = list(pipeline.training_dataset(pipeline.ArraySource(images), **kwargs)[0])
-  parallel = list(pipeline.training_dataset(pipeline.ArraySource(images), num_workers=2,
+  serial = list(pipeline.training_dataset(images, **kwargs)[0])
+  parallel = list(pipeline.training_dataset(images, num_workers=2,
                                             **kwargs)[0])
   assert len(serial) == len(parallel) == 4
   for a, b in zip(serial, parallel):

@@ -23,19 +23,6 @@ log = logging.getLogger(__name__)
 CANDIDATES, REPLAY, TARGET = 0, 1, 2
 
 
-class ArraySource:
-  """Random access over an in-memory uint8 image array [N, H, W, 3]."""
-
-  def __init__(self, images: np.ndarray):
-    self._images = images
-
-  def __len__(self) -> int:
-    return len(self._images)
-
-  def __getitem__(self, i: int):
-    return self._images[i]
-
-
 class MixtureSource:
   """Random access over `refs` [(source id, index)] into several sources."""
 
