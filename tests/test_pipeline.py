@@ -90,3 +90,33 @@ def test_worker_processes_give_the_same_stream():
   assert len(serial) == len(parallel) == 4
   for a, b in zip(serial, parallel):
     np.testing.assert_array_equal(a['view1'], b['view1'])
+
+
+def test_mixture_over_store_replay_and_target_feeds_the_pipeline(tmp_path):
+  from ie_jax.web import store as store_lib
+
+  store = store_lib.WebStore(str(tmp_path))
+  for iteration, base in ((0, 100), (1, 150)):
+    with store.writer(iteration) as w:
+      for i in range(20):
+        buf = io.BytesIO()
+        Image.new('RGB', (12, 12), (base + i, 0, 0)).save(buf, 'PNG')
+        w.add(buf.getvalue(), {'url': f'u{base + i}'})
+  candidates = store_lib.RecordSource(store, [(1, i) for i in range(20)])
+  replay = store_lib.RecordSource(store, [(0, i) for i in range(0, 20, 2)])  # 10 kept
+  target_images = labelled_images(30)  # values 0..29
+  refs = pipeline.iteration_refs(len(candidates), len(replay), len(target_images), pcr=2,
+                                 replay_fraction=-1, seed=0)
+  source = pipeline.MixtureSource({pipeline.CANDIDATES: candidates, pipeline.REPLAY: replay,
+                                   pipeline.TARGET: target_images}, refs)
+  assert len(source) == 60
+  ds, _ = pipeline.training_dataset(source, epochs=2, batch_size=10, seed=0, image_size=8,
+                                    crop_min=0.5)
+  seen = collections.Counter(i for batch in ds for i in element_ids(batch))
+  # Every candidate (values 150..169) is trained on once per epoch.
+  assert all(seen[150 + i] == 2 for i in range(20))
+  old = sum(n for v, n in seen.items() if v < 150)
+  assert old == 2 * 40  # PCR * |C| old images per epoch
+  assert not any(100 <= v < 150 and (v - 100) % 2 for v in seen)  # only kept replay images
+  with pytest.raises(ValueError, match='Refs name sources'):
+    pipeline.MixtureSource({pipeline.CANDIDATES: candidates}, refs)
