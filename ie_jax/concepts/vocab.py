@@ -1,0 +1,131 @@
+"""The concept vocabulary: every WordNet 3.0 noun (lemma, synset) pair, 146,347 of them.
+
+They are pairs, not strings: "bass" appears once per sense, each with its own hypernym and
+definition, hence its own text embedding (paper §2.2; deduplicating strings would give
+117,798). Each concept carries the text that is embedded (paper §2.5):
+
+    "{lemma} ({hypernym}): {definition}."
+
+Rules where the paper is silent:
+  - the hypernym is the first lemma of the synset's first hypernym, else of its first
+    instance hypernym ("Davis (navigator): ..."), underscores shown as spaces;
+  - a root synset (only 'entity.n.01' in WordNet 3.0) has no parenthesis:
+    "entity: that which is perceived ...";
+  - the final period is not doubled when the definition already ends in '.', '!' or '?'
+    (206 definitions, mostly "... etc.").
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+
+from ie_jax.concepts import cache
+from ie_jax.concepts import wordnet
+
+log = logging.getLogger(__name__)
+
+# Bump when the text rule above changes, so stale caches are rebuilt.
+_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+  """Concepts by index. All three tuples have one entry per concept.
+
+  Attributes:
+    synsets: WordNet synset names, e.g. 'chihuahua.n.03' (repeated once per lemma).
+    lemmas: display forms, case kept, underscores as spaces, e.g. 'Chihuahua'. These
+      are the search queries.
+    texts: the strings that are embedded (module docstring).
+  """
+  synsets: tuple[str, ...]
+  lemmas: tuple[str, ...]
+  texts: tuple[str, ...]
+
+  def __post_init__(self):
+    if not len(self.synsets) == len(self.lemmas) == len(self.texts):
+      raise ValueError(f'Vocabulary fields differ in length: {len(self.synsets)} synsets, '
+                       f'{len(self.lemmas)} lemmas, {len(self.texts)} texts.')
+
+  def __len__(self) -> int:
+    return len(self.texts)
+
+  def subset(self, indices) -> 'Vocabulary':
+    """The concepts at `indices`, in that order (e.g. the label-set pruned vocabulary)."""
+    indices = [int(i) for i in indices]
+    return Vocabulary(tuple(self.synsets[i] for i in indices),
+                      tuple(self.lemmas[i] for i in indices),
+                      tuple(self.texts[i] for i in indices))
+
+  def fingerprint(self) -> str:
+    """A hash of the concept texts and names: checkpoints store it to refuse a mismatch."""
+    digest = hashlib.sha256()
+    for s, l, t in zip(self.synsets, self.lemmas, self.texts):
+      digest.update(f'{s}\x1f{l}\x1f{t}\x1e'.encode())
+    return digest.hexdigest()
+
+
+def display(name: str) -> str:
+  """WordNet lemma name -> display form: underscores become spaces, case is kept."""
+  return name.replace('_', ' ')
+
+
+def concept_text(lemma: str, hypernym: str | None, definition: str) -> str:
+  """The embedded text; see the module docstring for the rules."""
+  head = lemma if hypernym is None else f'{lemma} ({hypernym})'
+  end = '' if definition.endswith(('.', '!', '?')) else '.'
+  return f'{head}: {definition}{end}'
+
+
+def synset_hypernym(synset) -> str | None:
+  """First hypernym's first lemma, else the first instance hypernym's; None for roots."""
+  parents = synset.hypernyms() or synset.instance_hypernyms()
+  return display(parents[0].lemmas()[0].name()) if parents else None
+
+
+def read_vocabulary(reader) -> Vocabulary:
+  """Lists every noun (lemma, synset) pair of an NLTK WordNet reader, in NLTK's order."""
+  synsets, lemmas, texts = [], [], []
+  for synset in reader.all_synsets('n'):
+    hypernym = synset_hypernym(synset)
+    definition = synset.definition()
+    for lemma in synset.lemmas():
+      name = display(lemma.name())
+      synsets.append(synset.name())
+      lemmas.append(name)
+      texts.append(concept_text(name, hypernym, definition))
+  return Vocabulary(tuple(synsets), tuple(lemmas), tuple(texts))
+
+
+def load_vocabulary(cache_dir: str | None = None,
+                    source: wordnet.WordNetSource | None = None) -> Vocabulary:
+  """The WordNet noun vocabulary, read once and then served from a JSON cache.
+
+  Args:
+    cache_dir: where the cache (and, for Debian's WordNet, the reader's copy of the
+      database) lives; default `cache.default_cache_dir()`.
+    source: a WordNet installation; default `wordnet.find_wordnet()`.
+
+  Returns:
+    The vocabulary (146,347 concepts on WordNet 3.0).
+
+  Raises:
+    wordnet.WordNetNotFoundError: WordNet 3.0 is not installed.
+  """
+  cache_dir = cache_dir or cache.default_cache_dir()
+  source = source or wordnet.find_wordnet()
+  key = hashlib.sha256(f'{_FORMAT}:{source.fingerprint()}'.encode()).hexdigest()[:16]
+  path = os.path.join(cache_dir, f'vocab-{key}.json')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+    return Vocabulary(tuple(data['synsets']), tuple(data['lemmas']), tuple(data['texts']))
+  log.info('Reading the WordNet noun vocabulary from %s (once; cached in %s).',
+           source.path, path)
+  with wordnet.open_wordnet(source, cache_dir) as reader:
+    vocab = read_vocabulary(reader)
+  data = {'format': _FORMAT, 'source': source.path, 'synsets': list(vocab.synsets),
+          'lemmas': list(vocab.lemmas), 'texts': list(vocab.texts)}
+  cache.atomic_write(path, lambda f: f.write(json.dumps(data).encode()))
+  return vocab

@@ -1,0 +1,184 @@
+"""The downloader: (url, query, concept) jobs in, one `Record` per job out.
+
+  options = download.DownloadOptions(image=validate.ImageLimits(max_side=256))
+  counts = download.download(jobs, sink=writer.add_record, options=options,
+                             dedup=dedup_index, url_cache=url_cache)
+
+Each job goes: URL cache -> fetch (HTTP(S) or file://, see `fetch.py`) -> decode, check and
+re-encode in a worker thread (`validate.py`) -> test-leak and duplicate checks
+(`dedup.py`) -> the sink. Nothing is written to disk here; the sink owns storage. No file
+name or path is ever derived from a URL or an API string.
+"""
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+import tqdm
+
+from ie_jax.web import dedup as dedup_lib
+from ie_jax.web import fetch as fetch_lib
+from ie_jax.web import phash as phash_lib
+from ie_jax.web import validate
+from ie_jax.web.records import OK, Job, Record, Rejected
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Record], Awaitable[None] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadOptions:
+  """Everything the downloader can be told.
+
+  Attributes:
+    fetch: network limits, timeouts, retries, the address allow-list and file roots.
+    image: decode limits and the re-encoding.
+    decode_workers: threads decoding and re-encoding (Pillow releases the GIL while it
+      works); 0 means one per CPU core.
+    progress: show a tqdm bar over the jobs.
+  """
+  fetch: fetch_lib.FetchOptions = fetch_lib.FetchOptions()
+  image: validate.ImageLimits = validate.ImageLimits()
+  decode_workers: int = 0
+  progress: bool = True
+
+
+class Downloader:
+  """Runs jobs against shared dedup and URL-cache state.
+
+  Args:
+    options: see `DownloadOptions`.
+    dedup: hashes kept in earlier iterations and the forbidden test hashes; updated in
+      place with every image this downloader keeps. A fresh one if None.
+    url_cache: URLs attempted earlier; updated in place. A fresh one if None.
+  """
+
+  def __init__(self, options: DownloadOptions = DownloadOptions(),
+               dedup: dedup_lib.DedupIndex | None = None,
+               url_cache: dedup_lib.UrlCache | None = None):
+    self.options = options
+    self.dedup = dedup if dedup is not None else dedup_lib.DedupIndex()
+    self.url_cache = url_cache if url_cache is not None else dedup_lib.UrlCache()
+
+  async def run(self, jobs: Iterable[Job], sink: Sink) -> collections.Counter:
+    """Feeds every job's record to `sink` (sync or async) as it completes.
+
+    Returns:
+      The number of records per status.
+    """
+    counts = collections.Counter()
+    async for record in self.records(jobs):
+      counts[record.status] += 1
+      result = sink(record)
+      if inspect.isawaitable(result):
+        await result
+    failed = {k: v for k, v in counts.items() if k != OK}
+    log.info('Downloaded %d of %d; failures by reason: %s', counts[OK], counts.total(),
+             dict(sorted(failed.items(), key=lambda kv: -kv[1])))
+    return counts
+
+  async def records(self, jobs: Iterable[Job]) -> AsyncIterator[Record]:
+    """Yields one record per job, in completion order."""
+    jobs = list(jobs)
+    workers = self.options.decode_workers or os.cpu_count() or 1
+    # Enough tasks started to keep every connection busy while some wait on a busy host,
+    # without one task per job in memory for a very long job list.
+    max_pending = 8 * self.options.fetch.concurrency
+    bar = tqdm.tqdm(total=len(jobs), unit='url', desc='download',
+                    disable=not self.options.progress)
+    inflight: dict[str, asyncio.Future] = {}
+    ok = 0
+    # Finished tasks hand their records over through a queue: asyncio.wait() over the whole
+    # pending set would cost O(pending) per completion.
+    finished: asyncio.Queue = asyncio.Queue()
+    with concurrent.futures.ThreadPoolExecutor(workers, 'ie-decode') as executor:
+      async with fetch_lib.new_session(self.options.fetch) as session:
+        fetcher = fetch_lib.Fetcher(session, self.options.fetch, executor)
+        pending: set[asyncio.Task] = set()
+
+        def start(job: Job) -> None:
+          task = asyncio.create_task(self._one(job, fetcher, executor, inflight))
+          pending.add(task)
+          task.add_done_callback(finished.put_nowait)
+
+        todo = iter(jobs)
+        try:
+          for job in todo:
+            start(job)
+            if len(pending) >= max_pending:
+              break
+          while pending:
+            task = await finished.get()
+            pending.discard(task)
+            record = task.result()
+            for job in todo:  # keep max_pending tasks started
+              start(job)
+              break
+            ok += record.status == OK
+            bar.update()
+            bar.set_postfix(ok=ok, refresh=False)
+            yield record
+        finally:
+          for task in pending:
+            task.cancel()
+          await asyncio.gather(*pending, return_exceptions=True)
+          bar.close()
+
+  async def _one(self, job: Job, fetcher: fetch_lib.Fetcher, executor,
+                 inflight: dict[str, asyncio.Future]) -> Record:
+    key = dedup_lib.url_key(job.url)
+    cached = self.url_cache.get(job.url)
+    if cached is not None:
+      return _duplicate_url(job, cached, 'attempted in an earlier run')
+    if key in inflight:
+      first = await asyncio.shield(inflight[key])
+      return _duplicate_url(job, dataclasses.asdict(first), 'repeated in this run')
+    future = inflight[key] = asyncio.get_running_loop().create_future()
+    try:
+      record = await self._attempt(job, fetcher, executor)
+    except BaseException as e:  # a bug or a cancel: later copies of the URL must not hang
+      if isinstance(e, asyncio.CancelledError):
+        future.cancel()
+      else:
+        future.set_exception(e)
+        future.exception()  # marks it retrieved, so no "never retrieved" warning
+      raise
+    self.url_cache.put(record)
+    future.set_result(record)
+    return record
+
+  async def _attempt(self, job: Job, fetcher: fetch_lib.Fetcher, executor) -> Record:
+    try:
+      data = await fetcher.fetch(job.url)
+      processed = await asyncio.get_running_loop().run_in_executor(
+          executor, validate.process, data, self.options.image)
+    except Rejected as failure:
+      return Record(job.url, job.query, job.concept, failure.reason, detail=failure.detail)
+    del data
+    fields = dict(sha256=processed.sha256, phash=phash_lib.to_hex(processed.phash),
+                  width=processed.width, height=processed.height)
+    # Check and add with no await in between: no other task can keep the same image
+    # between the two, so two copies finishing together still yield one 'ok'.
+    verdict = self.dedup.check(processed.sha256, processed.phash)
+    if verdict is not None:
+      return Record(job.url, job.query, job.concept, verdict[0], detail=verdict[1], **fields)
+    self.dedup.add(processed.sha256, processed.phash)
+    return Record(job.url, job.query, job.concept, OK, jpeg=processed.jpeg, **fields)
+
+
+def _duplicate_url(job: Job, first: dict, where: str) -> Record:
+  return Record(job.url, job.query, job.concept, 'duplicate_url',
+                sha256=first['sha256'], phash=first['phash'], width=first['width'],
+                height=first['height'], detail=f'{where}, status {first["status"]}')
+
+
+def download(jobs: Iterable[Job], sink: Sink, options: DownloadOptions = DownloadOptions(),
+             dedup: dedup_lib.DedupIndex | None = None,
+             url_cache: dedup_lib.UrlCache | None = None) -> collections.Counter:
+  """Synchronous `Downloader(...).run(jobs, sink)` for callers outside an event loop."""
+  return asyncio.run(Downloader(options, dedup, url_cache).run(jobs, sink))

@@ -1,0 +1,245 @@
+"""One URL to bytes: HTTP(S) with redirects, retries, limits and the address guard, or a file.
+
+Failures raise `records.Rejected` with a reason from `records.REASONS` (or `http_<code>`).
+"""
+import asyncio
+import collections
+import dataclasses
+import os
+import random
+import time
+
+import aiohttp
+import yarl
+
+from ie_jax.web import api
+from ie_jax.web import ssrf
+from ie_jax.web.records import Rejected
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Worth another try: the server said "later" or fell over. 501 and the 4xx are answers.
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Content-Type values under which we still look at the bytes: servers that do not know
+# (or do not say) what they are sending. Everything else must be image/* (not SVG).
+_UNTYPED = frozenset({'', 'application/octet-stream', 'binary/octet-stream'})
+_OPT_OUT = frozenset({'noai', 'noimageai', 'noindex', 'noimageindex'})
+_CHUNK = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchOptions:
+  """Network limits and politeness.
+
+  Attributes:
+    concurrency: requests in flight at once, over all hosts.
+    per_host: requests in flight at once to one host name.
+    connect_timeout_s, read_timeout_s: for the TCP/TLS connect, and for the longest gap
+      between two body chunks (a slow drip never ends a total-less read).
+    total_timeout_s: for one request from first byte sent to last byte read.
+    max_bytes: the byte cap on a body, checked against Content-Length and while streaming.
+    max_redirects: redirects followed per attempt; each hop is checked by the guard.
+    retries: extra attempts after a 408/429/5xx or a connection error.
+    backoff_s: the first retry waits about this long (with jitter); it doubles each time.
+    max_backoff_s: the longest single wait. A Retry-After above it ends the retries.
+    allow_networks: refused-by-default networks that may be reached (tests: 127.0.0.1/32).
+    file_roots: directories that file:// URLs may read from; empty disables file://.
+    user_agent: sent with every request; say who you are, as Wikimedia asks.
+    respect_opt_out: refuse images whose X-Robots-Tag says noai/noimageai/noindex/noimageindex.
+  """
+  concurrency: int = 64
+  per_host: int = 8
+  connect_timeout_s: float = 5.0
+  read_timeout_s: float = 10.0
+  total_timeout_s: float = 30.0
+  max_bytes: int = 16 * 2**20
+  max_redirects: int = 5
+  retries: int = 2
+  backoff_s: float = 0.5
+  max_backoff_s: float = 30.0
+  allow_networks: tuple[str, ...] = ()
+  file_roots: tuple[str, ...] = ()
+  user_agent: str = 'ie-jax/0.1 (research crawler; Internet Explorer reimplementation)'
+  respect_opt_out: bool = True
+
+
+class _Retry(Rejected):
+  """A failure worth another attempt, after at least `retry_after` seconds."""
+
+  def __init__(self, reason: str, detail: str = '', retry_after: float | None = None):
+    super().__init__(reason, detail)
+    self.retry_after = retry_after
+
+
+def new_session(options: FetchOptions) -> aiohttp.ClientSession:
+  """A session whose every connection goes through the address guard."""
+  guard = ssrf.AddressGuard(options.allow_networks)
+  connector = aiohttp.TCPConnector(
+      limit=options.concurrency, limit_per_host=0, ttl_dns_cache=300,
+      resolver=ssrf.GuardedResolver(guard))
+  # No proxies from the environment (they would bypass the guard), no cookies (nothing
+  # here logs in, and a cookie jar is state an attacker's redirects could write to).
+  return aiohttp.ClientSession(
+      connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+      headers={'User-Agent': options.user_agent, 'Accept': 'image/*'},
+      timeout=aiohttp.ClientTimeout(total=None, sock_connect=options.connect_timeout_s,
+                                    sock_read=options.read_timeout_s))
+
+
+class Fetcher:
+  """Fetches URLs through `session` under `options`' limits. One per run."""
+
+  def __init__(self, session: aiohttp.ClientSession, options: FetchOptions, executor=None):
+    self._session = session
+    self._options = options
+    self._executor = executor
+    self._guard = ssrf.AddressGuard(options.allow_networks)
+    self._roots = tuple(os.path.realpath(root) for root in options.file_roots)
+    self._global = asyncio.Semaphore(options.concurrency)
+    self._hosts = collections.defaultdict(lambda: asyncio.Semaphore(options.per_host))
+    self._not_before: dict[str, float] = {}  # host -> monotonic time it asked us to wait for
+    self._random = random.Random()
+
+  async def fetch(self, url: str) -> bytes:
+    """The body at `url`. Raises `Rejected`."""
+    try:
+      parsed = yarl.URL(url)
+    except (ValueError, TypeError) as e:
+      raise Rejected('invalid_url', str(e)) from e
+    if parsed.scheme == 'file':
+      return await self._read_file(parsed)
+    if parsed.scheme not in ('http', 'https') or not parsed.host:
+      raise Rejected('invalid_url', f'scheme {parsed.scheme!r}, host {parsed.host!r}')
+    for attempt in range(self._options.retries + 1):
+      try:
+        return await self._follow(parsed)
+      except _Retry as failure:
+        wait = self._backoff(attempt, failure.retry_after)
+        if attempt == self._options.retries or wait is None:
+          raise Rejected(failure.reason, failure.detail) from None
+        await asyncio.sleep(wait)
+    raise AssertionError('unreachable')
+
+  def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+    if retry_after is not None and retry_after > self._options.max_backoff_s:
+      return None  # waiting less than the server asked would only earn another 429
+    step = min(self._options.backoff_s * 2**attempt, self._options.max_backoff_s)
+    # "Equal jitter": never less than half the step, so a crowd of retries still spreads out
+    # without any of them coming straight back.
+    wait = step / 2 + self._random.uniform(0, step / 2)
+    return max(wait, retry_after or 0.0)
+
+  async def _follow(self, url: yarl.URL) -> bytes:
+    seen = {str(url)}
+    for _ in range(self._options.max_redirects + 1):
+      self._check_literal(url)
+      body, location = await self._request(url)
+      if location is None:
+        return body
+      try:
+        url = url.join(yarl.URL(location))
+      except (ValueError, TypeError) as e:
+        raise Rejected('bad_redirect', f'Location {location[:200]!r}: {e}') from e
+      if url.scheme not in ('http', 'https') or not url.host:
+        raise Rejected('bad_redirect', f'redirect to {str(url)[:200]}')
+      if str(url) in seen:
+        raise Rejected('redirect_limit', f'redirect loop back to {str(url)[:200]}')
+      seen.add(str(url))
+    raise Rejected('redirect_limit', f'more than {self._options.max_redirects} redirects')
+
+  def _check_literal(self, url: yarl.URL) -> None:
+    # Host names are checked by the session's resolver; IP literals never reach a resolver.
+    address = ssrf.ip_literal(url.host or '')
+    if address is not None and not self._guard.is_allowed(address):
+      raise Rejected('ssrf_blocked', f'address {address}')
+
+  async def _request(self, url: yarl.URL) -> tuple[bytes, str | None]:
+    """One request: `(body, None)`, or `(b'', location)` for a redirect."""
+    host = url.host or ''
+    async with self._hosts[host]:
+      delay = self._not_before.get(host, 0.0) - time.monotonic()
+      if delay > 0:
+        await asyncio.sleep(delay)
+      async with self._global:
+        try:
+          async with asyncio.timeout(self._options.total_timeout_s):
+            async with self._session.get(url, allow_redirects=False) as response:
+              return await self._read_response(host, response)
+        except Rejected:
+          raise
+        except TimeoutError as e:  # aiohttp's socket timeouts subclass it too
+          raise Rejected('timeout', type(e).__name__) from e
+        except aiohttp.ClientConnectorDNSError as e:
+          if isinstance(e.os_error, ssrf.BlockedAddress):
+            raise Rejected('ssrf_blocked', str(e.os_error)) from e
+          raise Rejected('dns_error', str(e.os_error)) from e
+        except aiohttp.InvalidURL as e:
+          raise Rejected('invalid_url', str(e)) from e
+        except aiohttp.ClientPayloadError as e:
+          raise Rejected('truncated', str(e)[:200]) from e
+        except (aiohttp.ClientError, OSError) as e:
+          raise _Retry('connection_error', f'{type(e).__name__}: {e}'[:200]) from e
+
+  async def _read_response(self, host: str, response: aiohttp.ClientResponse):
+    status = response.status
+    if status in _REDIRECTS:
+      location = response.headers.get('Location')
+      if not location:
+        raise Rejected('bad_redirect', f'{status} without Location')
+      return b'', location
+    if status not in (200, 203):
+      if status in _RETRY_STATUSES:
+        retry_after = api.parse_retry_after(response.headers.get('Retry-After'))
+        if retry_after is not None:
+          # The whole host asked for a pause, not just this URL.
+          until = time.monotonic() + min(retry_after, self._options.max_backoff_s)
+          self._not_before[host] = max(self._not_before.get(host, 0.0), until)
+        raise _Retry(f'http_{status}', response.reason or '', retry_after)
+      raise Rejected(f'http_{status}', response.reason or '')
+    if self._options.respect_opt_out:
+      directives = {d.strip().lower().rsplit(':', 1)[-1].strip()
+                    for value in response.headers.getall('X-Robots-Tag', [])
+                    for d in value.split(',')}
+      if directives & _OPT_OUT:
+        raise Rejected('opted_out', ','.join(sorted(directives & _OPT_OUT)))
+    content_type = response.headers.get('Content-Type', '').split(';')[0].strip().lower()
+    if content_type not in _UNTYPED and (
+        not content_type.startswith('image/') or content_type.startswith('image/svg')):
+      raise Rejected('bad_content_type', content_type[:100])
+    cap = self._options.max_bytes
+    if response.content_length is not None and response.content_length > cap:
+      raise Rejected('too_large', f'Content-Length {response.content_length} > {cap}')
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+      size += len(chunk)
+      if size > cap:
+        raise Rejected('too_large', f'body over {cap} bytes')
+      chunks.append(chunk)
+    if not size:
+      raise Rejected('empty_body')
+    return b''.join(chunks), None
+
+  async def _read_file(self, url: yarl.URL) -> bytes:
+    if url.host not in (None, '', 'localhost'):
+      raise Rejected('invalid_url', f'file URL with remote host {url.host!r}')
+    path = os.path.realpath(url.path)
+    # Only inside the configured roots: a search result must not be able to read the
+    # user's own files (file:///home/me/.ssh/id_rsa) into a training shard.
+    if not any(os.path.commonpath([path, root]) == root for root in self._roots):
+      raise Rejected('file_not_allowed', 'outside the configured file roots')
+    async with self._global:
+      try:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, _read_capped, path, self._options.max_bytes)
+      except OSError as e:
+        raise Rejected('file_error', f'{type(e).__name__}: {e.strerror}') from e
+
+
+def _read_capped(path: str, cap: int) -> bytes:
+  with open(path, 'rb') as f:
+    data = f.read(cap + 1)
+  if len(data) > cap:
+    raise Rejected('too_large', f'file over {cap} bytes')
+  if not data:
+    raise Rejected('empty_body')
+  return data
+
