@@ -22,6 +22,7 @@ CORE = [
     'safetensors>=0.4',
     'huggingface_hub>=1.3',
     'tqdm>=4.66',
+    'matplotlib>=3.8',
     'numpy>=2.0',
 ]
 

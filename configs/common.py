@@ -85,6 +85,58 @@ def get_base_config() -> ml_collections.ConfigDict:
       num_workers=8,   # Grain decode/crop worker processes (0: in the main process)
   ))
 
+  # Explore section: one iteration = sample, search, reward, train, replay, update.
+  config.explore = ml_collections.ConfigDict(dict(
+      iterations=40,               # the paper runs ~20-55 (Figs. 5/7); no stopping rule given
+      queries_per_iteration=256,
+      images_per_query=100,
+      min_images_per_query=10,     # fewer usable images: the query is not scored
+      top_images_per_concept=10,   # concept score = mean of its top-10 image rewards
+      reward_k=15,                 # image reward = mean cos-sim to the 15 nearest targets
+      epochs_per_iteration=10,
+      pcr=2.0,                     # old images (replay ∪ target) per new candidate
+      replay_fraction=-1.0,        # share of old images from replay; <0: uniform over B ∪ D
+      replay_keep=0.5,             # top 50% of candidates by reward join the replay buffer
+      finetune_epochs=0,           # initial SSL fine-tune on the target (0: none)
+      embed_batch_size=256,        # images per embed_step call (rewards)
+  ))
+
+  # Concepts section: the vocabulary and the policy over it.
+  config.concepts = ml_collections.ConfigDict(dict(
+      vocab='wordnet',             # 'wordnet' (146,347 noun lemma-senses) or a .tsv path
+      mode='learned',              # random | learned | labels | labels+relevant | labels+learned
+      smr=3.0,                     # softmax range: temperature = (max - min) / smr
+      tier_bounds=(250, 1000),
+      tier_masses=(0.8, 0.1, 0.1),
+      gp_length_scale=1.0,
+      gp_alpha=1e-2,
+      gp_normalize_y=True,
+      sample_with_replacement=False,
+      text_model='',               # MiniLM directory; '' finds it (HF cache, wheel)
+      # "Ours++": a local causal LM (directory or cached HF id, e.g. 'EleutherAI/gpt-j-6b')
+      # prepends a descriptor to each query; '' = plain concepts ("Ours").
+      descriptor_model='',
+  ))
+
+  # Web section: the search engine and the downloader.
+  config.web = ml_collections.ConfigDict(dict(
+      engine='local',              # local | openverse | flickr | wikimedia | clip_retrieval | google
+      engine_url='',               # base URL override (self-hosted clip-retrieval, tests)
+      local_index='',              # index directory of the local engine
+      search_concurrency=8,
+      concurrency=64,
+      per_host=8,
+      timeout_s=30.0,
+      min_side=64,
+      max_side=256,                # stored short side; >= the 224 training crops
+      allow_networks='',           # comma-separated CIDRs the SSRF guard lets through
+      file_roots='',               # comma-separated dirs file:// URLs may read
+      part_size=2000,              # images per committed store part
+  ))
+
+  # An offline world to build into WORKDIR/world and explore ('' = none): see ie_jax.worlds.
+  config.world = ''
+
   # Initialisation: '' starts from scratch (with a warning); else the path of the official
   # MoCo v3 PyTorch checkpoint (r-50-100ep.pth.tar).
   config.init_checkpoint = ''
@@ -93,3 +145,28 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.checkpoints_to_keep = 3
   return config
+
+
+def paper_config(arg: str | None, *, target: str, iterations: int):
+  """The paper's setting for one target, with the usual `get_config` switches.
+
+  Arguments (e.g. 'engine=flickr,mode=random,descriptors=/models/gpt-j-6b,iterations=20'):
+    engine: a search engine name (config.web.engine); the paper used Google Images.
+    mode: random | learned | labels | labels+relevant | labels+learned.
+    descriptors: a causal LM for "Ours++" descriptors ('' for "Ours").
+    iterations: explore iterations (the paper's count read off its Figs. 5/7).
+    data_dir: TFDS data dir (or the folder root of folder targets).
+    init: the official MoCo v3 checkpoint (r-50-100ep.pth.tar); '' trains from scratch.
+  """
+  arg = parse_arg(arg, engine='openverse', mode='learned', descriptors='',
+                  iterations=iterations, data_dir='', init='')
+  config = get_base_config()
+  config.target.name = target
+  config.target.data_dir = arg.data_dir
+  config.web.engine = arg.engine
+  config.concepts.mode = arg.mode
+  config.concepts.descriptor_model = arg.descriptors
+  config.explore.iterations = arg.iterations
+  config.init_checkpoint = arg.init
+  return config
+

@@ -10,7 +10,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
+from ie_jax.data import augment, pipeline
 from ie_jax.utils import sharding
 
 
@@ -74,25 +76,25 @@ def make_knn_reward(mesh, *, k: int = 15, target_chunk: int = 8192,
   return reward
 
 
-def concept_scores(rewards: np.ndarray, concepts: np.ndarray, *, top: int = 10,
-                   min_images: int = 10) -> dict:
-  """Per-concept score: the mean of its `top` best image rewards (paper §2.4 text).
+def embed_images(source, embed_fn, mesh, *, image_size: int, batch_size: int,
+                 desc: str = 'embed') -> np.ndarray:
+  """Features [len(source), D] of every image of `source` (decoded, eval transform).
 
-  Concepts with fewer than `min_images` usable images are left out (the paper's "min images
-  per query"): too few images make a noisy score; the policy treats them as unobserved.
-  NaN rewards are ignored.
-
-  Returns:
-    {concept id: (score, number of images)}.
+  Batches are padded to a multiple of the device count and split over the mesh.
   """
-  rewards = np.asarray(rewards, np.float64)
-  concepts = np.asarray(concepts)
-  ok = np.isfinite(rewards)
-  rewards, concepts = rewards[ok], concepts[ok]
-  out = {}
-  order = np.argsort(concepts, kind='stable')
-  ids, starts = np.unique(concepts[order], return_index=True)
-  for cid, group in zip(ids, np.split(rewards[order], starts[1:])):
-    if len(group) >= min_images:
-      out[cid.item()] = (float(np.mean(np.sort(group)[-top:])), len(group))
-  return out
+  num_devices = mesh.devices.size
+  batch_size = max(num_devices, batch_size - batch_size % num_devices)
+  out = []
+  for start in tqdm(range(0, len(source), batch_size), desc=desc, unit='batch'):
+    images = np.stack([augment.eval_transform(pipeline.decode(source[i]), image_size)
+                       for i in range(start, min(start + batch_size, len(source)))])
+    pad = (-len(images)) % num_devices
+    padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    feats = np.asarray(embed_fn(jax.device_put(padded, sharding.batch_sharded(mesh))))
+    out.append(feats[:len(images)])
+  if not out:
+    return np.zeros((0, 0), np.float32)
+  feats = np.concatenate(out)
+  if not np.all(np.isfinite(feats)):
+    raise FloatingPointError(f'{desc}: non-finite features: the encoder has diverged.')
+  return feats

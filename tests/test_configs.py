@@ -12,7 +12,7 @@ from ie_jax.utils import config_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
-                 if f.endswith('.py') and f not in ('__init__.py', 'common.py'))
+                 if f.endswith('.py') and f not in ('__init__.py', 'common.py', 'sweep.py'))
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -68,3 +68,15 @@ def test_launcher_rejects_bad_overrides_naming_the_key(tmp_path, override, expec
   assert proc.returncode != 0
   assert expected in proc.stderr
   assert not os.listdir(tmp_path)  # failed before writing anything
+
+
+def test_paper_configs_take_switches_and_sweeps_expand_to_commands():
+  from configs import flowers, sweep
+  config = flowers.get_config('engine=flickr,mode=random,iterations=3')
+  assert (config.web.engine, config.concepts.mode, config.explore.iterations) == (
+      'flickr', 'random', 3)
+  assert config.target.name == 'oxford_flowers102'
+  commands = sweep.commands(os.path.join(ROOT, 'configs', 'flowers.py'), '/runs/fl')
+  assert len(commands) == 2
+  assert '--config.concepts.mode=random' in commands[0]
+  assert '--workdir=/runs/fl/mode=random' in commands[0]

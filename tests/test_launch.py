@@ -7,12 +7,12 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_tiny_run_writes_checkpoints_and_logs(tmp_path):
+def test_tiny_pretrain_run_writes_checkpoints_and_logs(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/tiny.py:epochs=1,examples=32',
-       f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+       f'--workdir={tmp_path}', '--mode=pretrain'], cwd=ROOT, capture_output=True,
+      text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'explore loop is not implemented yet' in proc.stderr  # it never pretends to explore
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
   rows = [json.loads(l) for l in open(tmp_path / 'logs' / 'metrics.jsonl')]
   assert [r['step'] for r in rows] == [2]

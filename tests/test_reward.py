@@ -41,13 +41,3 @@ def test_reward_is_sharded_over_the_mesh():
 def test_too_few_targets_is_a_clear_error():
   with pytest.raises(ValueError, match='only 3 target images'):
     reward.knn_reward(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32), k=15)
-
-
-def test_concept_scores_are_top10_means_with_a_minimum():
-  rewards = np.concatenate([np.arange(20) / 20, [0.9] * 5, [0.1] * 12, [np.nan] * 3])
-  concepts = np.array([7] * 20 + [3] * 5 + [5] * 12 + [5] * 3)
-  scores = reward.concept_scores(rewards, concepts, top=10, min_images=10)
-  assert set(scores) == {5, 7}  # concept 3 has only 5 images
-  assert scores[7] == (pytest.approx(np.mean(np.arange(10, 20) / 20)), 20)
-  assert scores[5] == (pytest.approx(0.1), 12)  # NaNs ignored
-  assert reward.concept_scores(np.zeros(0), np.zeros(0, int)) == {}

@@ -129,3 +129,23 @@ def load_vocabulary(cache_dir: str | None = None,
           'lemmas': list(vocab.lemmas), 'texts': list(vocab.texts)}
   cache.atomic_write(path, lambda f: f.write(json.dumps(data).encode()))
   return vocab
+
+
+def load_tsv(path: str) -> Vocabulary:
+  """A custom vocabulary: one "query<TAB>text" line per concept (offline worlds, tests).
+
+  The query doubles as the concept's name; blank lines are skipped.
+  """
+  lemmas, texts = [], []
+  with open(path, encoding='utf-8') as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      query, sep, text = line.rstrip('\n').partition('\t')
+      if not sep or not query.strip() or not text.strip():
+        raise ValueError(f'{path}:{line_no}: expected "<query>\\t<text>", got {line!r}.')
+      lemmas.append(query.strip())
+      texts.append(text.strip())
+  if not lemmas:
+    raise ValueError(f'{path} holds no concepts.')
+  return Vocabulary(tuple(lemmas), tuple(lemmas), tuple(texts))

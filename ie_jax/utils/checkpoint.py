@@ -79,6 +79,14 @@ class Checkpointer:
     log.info('Restored step %d from %s.', step, self.directory)
     return restored.state, restored.meta
 
+  def restore_meta(self, step: int | None = None) -> dict:
+    """Only the JSON `meta` item (cheap: no arrays are read)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'No checkpoint found in {self.directory}.')
+    return self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
+
   def _check_structure(self, step: int, abstract) -> None:
     # Orbax's own error names neither the parameter nor the cause; a partial or reshaped
     # load must never pass, so compare every leaf against the saved metadata first.

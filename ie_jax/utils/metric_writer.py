@@ -29,6 +29,14 @@ class MetricWriter:
       self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
 
+  def write_texts(self, step: int, texts: dict) -> None:
+    if not self._active:
+      return
+    for k, v in texts.items():
+      self._tb.add_text(k, str(v), step)
+    self._jsonl.write(json.dumps({'step': int(step), **{k: str(v) for k, v in texts.items()}})
+                      + '\n')
+
   def flush(self) -> None:
     if self._active:
       self._tb.flush()

@@ -14,6 +14,7 @@ from ie_jax.web.api import EngineError, MissingKeyError, Result
 from ie_jax.web.clip_retrieval import ClipRetrieval
 from ie_jax.web.flickr import Flickr
 from ie_jax.web.google_cse import GoogleCustomSearch
+from ie_jax.web.local import LocalEngine
 from ie_jax.web.openverse import Openverse
 from ie_jax.web.wikimedia import WikimediaCommons
 
@@ -26,6 +27,7 @@ class SearchEngine(Protocol):
 
 
 ENGINES = {
+    'local': LocalEngine,
     'openverse': Openverse,
     'flickr': Flickr,
     'wikimedia': WikimediaCommons,

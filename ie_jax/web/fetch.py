@@ -13,6 +13,7 @@ import aiohttp
 import yarl
 
 from ie_jax.web import api
+from ie_jax.web import corpus
 from ie_jax.web import ssrf
 from ie_jax.web.records import Rejected
 
@@ -228,6 +229,10 @@ class Fetcher:
       raise Rejected('file_not_allowed', 'outside the configured file roots')
     async with self._global:
       try:
+        member = url.query.get('member')
+        if member is not None:  # a webdataset tar shard of the local engine's corpus
+          return await asyncio.get_running_loop().run_in_executor(
+              self._executor, corpus.read_tar_member, path, member, self._options.max_bytes)
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, _read_capped, path, self._options.max_bytes)
       except OSError as e:

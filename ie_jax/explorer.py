@@ -1,0 +1,251 @@
+"""The explore loop (paper Algorithm 1): `run(config, workdir)`.
+
+Each iteration runs six phases: sample queries, search and download, reward the new
+images with the current encoder, train MoCo v3 on them plus replay and target images,
+keep the top half in the replay buffer, and update the concept policy. Every phase ends in
+a checkpoint of the TrainState plus the explorer state, so a killed run resumes at the
+phase it was in (inside 'train', at the last mid-phase checkpoint).
+"""
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from ie_jax import explorer_setup, explorer_state, report, reward, search_phase, train
+from ie_jax.concepts import policy
+from ie_jax.data import pipeline
+from ie_jax.utils import failpoints, sharding
+from ie_jax.web import store as store_lib
+
+log = logging.getLogger(__name__)
+PHASES = explorer_state.PHASES
+
+
+class Explorer:
+  """The loop's pieces; one method per phase, each mutating `self.state` only."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    self.mesh = sharding.make_mesh()
+    self.world = explorer_setup.load_world(config, workdir)
+    self.target = explorer_setup.load_target(config, self.world)
+    self.vocab, self.embeddings = explorer_setup.load_concepts(config, self.world)
+    self.store = store_lib.WebStore(os.path.join(workdir, 'web'))
+    self.store.remove_uncommitted()
+    self.side = explorer_state.SideFiles(workdir)
+    self.model, self.train_state, self.step_fn, self.ckpt = explorer_setup.train_parts(
+        config, self.mesh, workdir)
+    self.embed_fn = train.make_embed_step(self.mesh, model=self.model)
+    self.writer = explorer_setup.metric_writer(workdir)
+    self.rng = jax.random.key(config.seed)
+    self.state = explorer_state.ExplorerState()
+    if self.ckpt.latest_step() is not None:
+      self.train_state, meta = self.ckpt.restore(self.train_state)
+      self.state = explorer_state.ExplorerState.from_meta(meta['explorer'])
+      log.info('Resumed at iteration %d, phase %r.', self.state.iteration, self.state.phase)
+    self.caches = explorer_setup.Caches(self.side, self.state, self.target, config)
+    self.engine = explorer_setup.make_engine(config, self.world, self.caches.queries)
+    self.policy_config = explorer_setup.policy_config(config)
+    self.descriptors = explorer_setup.descriptor_sampler(config)
+
+  # Bookkeeping.
+
+  def observations(self) -> policy.Observations:
+    if self.state.observations is None:
+      return policy.Observations(len(self.vocab))
+    return policy.Observations.from_state(self.state.observations, len(self.vocab))
+
+  def candidates(self, it: int) -> np.ndarray:
+    """Store indices of iteration `it`'s images in a canonical (sha256) order.
+
+    Downloads finish in a different order every run, so store order is not reproducible;
+    ordering by content makes training, ties and the replay buffer independent of it.
+    """
+    if it not in self.store.iterations():
+      return np.zeros((0,), np.int64)
+    rows = [r for r in self.store.manifest(it) if r['status'] == 'ok']
+    return np.asarray([r['index'] for r in sorted(rows, key=lambda r: r['sha256'])], np.int64)
+
+  def replay_refs(self) -> np.ndarray:
+    return self.side.load_array(self.state, 'replay', np.zeros((0, 2), np.int64))
+
+  def save(self) -> None:
+    """Checkpoint: side files first, then the state that names them, then pruning.
+
+    The save counter is the Orbax step; it is stored in the checkpoint it numbers, so a
+    resumed run's next save gets a fresh number (and fresh side-file names).
+    """
+    self.state.saves += 1
+    self.caches.save(self.side, self.state)
+    meta = {'explorer': self.state.to_meta(), 'config': self.config.to_dict()}
+    self.ckpt.save(self.state.saves, self.train_state, meta)
+    self.side.prune(self.state)
+
+  # The phases.
+
+  def sample(self) -> dict:
+    cfg = self.config.explore
+    probs = policy.distribution(self.embeddings, self.observations(), self.policy_config)
+    seed = self.config.seed * 1_000_003 + self.state.iteration
+    concepts = policy.sample_concepts(probs, cfg.queries_per_iteration, seed=seed,
+                                      replace=self.config.concepts.sample_with_replacement)
+    names = [self.vocab.lemmas[c] for c in concepts]
+    if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
+      names = self.descriptors.queries(names, seed=seed)
+    self.state.queries = [[int(c), q] for c, q in zip(concepts, names)]
+    failpoints.hit('sample')
+    nz = probs[probs > 0]
+    top = np.argsort(-probs)[:10]
+    log.info('Iteration %d queries: %s', self.state.iteration,
+             ', '.join(q for _, q in self.state.queries[:12]))
+    return {'policy_entropy': float(-(nz * np.log(nz)).sum()),
+            'top_concepts': [self.vocab.lemmas[i] for i in top]}
+
+  def search(self) -> dict:
+    counts = search_phase.run(
+        self.state.iteration, self.state.queries, self.engine, self.store,
+        dedup=self.caches.dedup, url_cache=self.caches.urls, web_config=self.config.web,
+        images_per_query=self.config.explore.images_per_query,
+        extra_file_roots=(self.world['corpus'],) if self.world else ())
+    return {'download_' + k: v for k, v in counts.items()}
+
+  def reward(self) -> dict:
+    it = self.state.iteration
+    num = self.store.num_images(it) if it in self.store.iterations() else 0
+    if num == 0:
+      log.warning('Iteration %d stored no usable images: no rewards, no training on new '
+                  'data; the policy is unchanged.', it)
+      self.side.save_array(self.state, 'rewards', np.zeros((0,), np.float32))
+      return {'candidates': 0}
+    kwargs = dict(image_size=self.config.moco.image_size,
+                  batch_size=self.config.explore.embed_batch_size)
+    embed = lambda images: self.embed_fn(self.train_state, images)
+    targets = reward.embed_images(self.target.source, embed, self.mesh, desc='embed target',
+                                  **kwargs)
+    cands = reward.embed_images(store_lib.RecordSource(self.store, [(it, i) for i in range(num)]),
+                                embed, self.mesh, desc='embed candidates', **kwargs)
+    failpoints.hit('reward')
+    rewards = reward.make_knn_reward(self.mesh, k=self.config.explore.reward_k)(cands, targets)
+    self.side.save_array(self.state, 'rewards', rewards.astype(np.float32))
+    report.candidate_grid(self.store, it, rewards, os.path.join(
+        self.workdir, 'report', 'grids', f'iteration-{it:05d}.png'))
+    return {'candidates': num, 'reward_mean': float(rewards.mean()),
+            'reward_median': float(np.median(rewards)), 'reward_max': float(rewards.max())}
+
+  def train(self) -> dict:
+    cfg, it = self.config.explore, self.state.iteration
+    order = self.candidates(it)
+    num = len(order)
+    replay = self.replay_refs()
+    refs = pipeline.iteration_refs(num, len(replay), len(self.target.source), cfg.pcr,
+                                   cfg.replay_fraction, seed=self.config.seed * 7919 + it)
+    batch = self.config.train.batch_size
+    steps = pipeline.steps_per_pass(len(refs), cfg.epochs_per_iteration, batch)
+    if steps == 0:
+      log.warning('Iteration %d: %d images are less than one batch; not training.', it,
+                  len(refs))
+      return {'train_steps': 0}
+    source = pipeline.MixtureSource({
+        pipeline.CANDIDATES: store_lib.RecordSource(self.store, [(it, i) for i in order]),
+        pipeline.REPLAY: store_lib.RecordSource(self.store, replay),
+        pipeline.TARGET: self.target.source}, refs)
+    data, skipped = pipeline.training_dataset(
+        source, epochs=cfg.epochs_per_iteration, batch_size=batch,
+        seed=self.config.seed * 104_729 + it, image_size=self.config.moco.image_size,
+        crop_min=self.config.moco.crop_min, num_workers=self.config.data.num_workers)
+    batches = iter(data)
+    if self.state.data_iter is not None:
+      batches.set_state(self.state.data_iter)
+    losses = []
+    for done in tqdm(range(self.state.train_steps_done + 1, steps + 1), desc=f'train {it}',
+                     initial=self.state.train_steps_done, total=steps):
+      try:
+        views = next(batches)
+      except StopIteration:  # corrupt records were skipped
+        break
+      self.train_state, metrics = self.step_fn(self.train_state,
+                                               sharding.put_batch(views, self.mesh), self.rng)
+      if done % self.config.log_every_steps == 0 or done == steps:
+        metrics = jax.device_get(metrics)
+        explorer_setup.check_finite(metrics, int(self.train_state.step))
+        losses.append(float(metrics['loss']))
+        self.writer.write_scalars(int(self.train_state.step), metrics)
+      if done % self.config.checkpoint_every_steps == 0 and done < steps:
+        self.state.data_iter, self.state.train_steps_done = batches.get_state(), done
+        self.save()
+        failpoints.hit('train')
+    self.state.data_iter, self.state.train_steps_done = None, 0
+    return {'train_steps': steps, 'ssl_loss': float(np.mean(losses)) if losses else np.nan,
+            'skipped_records': skipped.skipped}
+
+  def replay(self) -> dict:
+    it = self.state.iteration
+    rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
+    keep = int(np.floor(self.config.explore.replay_keep * len(rewards)))
+    order = self.candidates(it)  # ties broken by content, not by download order
+    best = order[np.sort(np.argsort(-rewards[order], kind='stable')[:keep])]
+    added = np.stack([np.full(len(best), it), best], 1).astype(np.int64)
+    replay = np.concatenate([self.replay_refs(), added])
+    self.side.save_array(self.state, 'replay', replay)
+    failpoints.hit('replay')  # the new file exists, the checkpoint naming it does not
+    return {'replay_added': len(added), 'replay_size': len(replay)}
+
+  def update(self) -> dict:
+    it, cfg = self.state.iteration, self.config.explore
+    rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
+    by_concept = {}
+    for row in self.store.manifest(it) if it in self.store.iterations() else []:
+      if row['status'] == 'ok':
+        by_concept.setdefault(int(row['concept']), []).append(rewards[row['index']])
+    concepts, scores = [], []
+    for concept, values in sorted(by_concept.items()):
+      concepts.append(concept)
+      scores.append(policy.concept_score(np.asarray(values), top_k=cfg.top_images_per_concept,
+                                         min_images=cfg.min_images_per_query))
+    obs = self.observations().add(concepts, scores)
+    self.state.observations = obs.to_state()
+    failpoints.hit('update')
+    scored = [(s, self.vocab.lemmas[c]) for c, s in zip(concepts, scores) if np.isfinite(s)]
+    best = [q for _, q in sorted(scored, reverse=True)[:10]]
+    return {'concepts_scored': len(scored), 'best_concepts': best,
+            'observations': len(obs.concepts)}
+
+  # The loop.
+
+  def run(self) -> None:
+    steps = {'sample': self.sample, 'search': self.search, 'reward': self.reward,
+             'train': self.train, 'replay': self.replay, 'update': self.update}
+    if self.state.saves == 0:
+      if self.config.explore.finetune_epochs > 0:
+        self.train_state, losses = explorer_setup.finetune(
+            self.config, self.train_state, self.step_fn, self.mesh, self.target.source,
+            self.rng)
+        self.state.current['finetune_losses'] = losses
+      self.save()  # the starting point, before any phase
+    while self.state.iteration < self.config.explore.iterations:
+      it, phase = self.state.iteration, self.state.phase
+      start = time.perf_counter()
+      summary = self.state.current
+      summary.update(steps[phase]())
+      summary[f'time_{phase}_s'] = summary.get(f'time_{phase}_s', 0) + (
+          time.perf_counter() - start)
+      if phase == PHASES[-1]:
+        self.state.history.append({'iteration': it, **summary})
+        explorer_setup.log_iteration(self.writer, it, summary)
+        report.build(self.workdir, self.state.history)
+        self.state.current = {}
+      self.state.advance()
+      self.save()
+    self.writer.close()
+    self.ckpt.close()
+
+
+def run(config, workdir: str) -> Explorer:
+  """Runs (or resumes) exploration in `workdir` until `config.explore.iterations`."""
+  explorer = Explorer(config, workdir)
+  explorer.run()
+  return explorer

@@ -1,0 +1,202 @@
+"""Builds what the explore loop runs on, from the config: world, target, concepts, engine,
+train state, caches and logs. Kept apart from `explorer.py` so the loop reads like the paper.
+"""
+import io
+import logging
+import os
+
+import jax
+import numpy as np
+from PIL import Image
+
+from ie_jax import pretrain, worlds
+from ie_jax.concepts import policy, text_embed, vocab as vocab_lib
+from ie_jax.data import pipeline, target as target_lib
+from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib
+from ie_jax.web import dedup as dedup_lib
+from ie_jax.web import engines, validate
+
+log = logging.getLogger(__name__)
+
+
+def load_world(config, workdir: str) -> dict | None:
+  """Builds `config.world` (if any) into WORKDIR/world, with its search index."""
+  if not config.world:
+    return None
+  paths = worlds.build(config.world, os.path.join(workdir, 'world'))
+  from ie_jax.web import local_index  # pylint: disable=g-import-not-at-top
+  paths['index'] = os.path.join(workdir, 'world', 'index')
+  try:
+    local_index.load(paths['index'], corpus_dir=paths['corpus'])
+  except local_index.LocalIndexError:  # missing, partial or stale: (re)build it
+    local_index.build(paths['corpus'], paths['index'],
+                      model_dir=config.concepts.text_model or None, progress=False)
+  return paths
+
+
+def load_target(config, world) -> target_lib.Target:
+  del world  # worlds bring their own target through config.target
+  target = target_lib.load(config.target, 'train')
+  if len(target.source) < config.explore.reward_k:
+    raise target_lib.TargetError(
+        f'The target has {len(target.source)} training images, fewer than the '
+        f'k={config.explore.reward_k} neighbours of the reward.')
+  return target
+
+
+def load_concepts(config, world):
+  """(vocabulary, its text embeddings [N, 384])."""
+  name = config.concepts.vocab
+  if name == 'wordnet':
+    vocab = vocab_lib.load_vocabulary()
+  elif name == 'world':
+    if world is None:
+      raise ValueError("config.concepts.vocab='world' needs config.world to be set.")
+    vocab = vocab_lib.load_tsv(world['vocab'])
+  else:
+    vocab = vocab_lib.load_tsv(name)
+  embedder = text_embed.TextEmbedder(
+      text_embed.resolve_model_dir(config.concepts.text_model or None))
+  return vocab, text_embed.embed_cached(vocab.texts, embedder)
+
+
+def policy_config(config) -> policy.PolicyConfig:
+  c = config.concepts
+  if c.mode not in ('random', 'learned'):
+    raise ValueError(f'config.concepts.mode={c.mode!r}: the label-set modes need the class '
+                     "names wired into the explorer, which is not done yet; use 'random' or "
+                     "'learned'.")
+  return policy.PolicyConfig(
+      mode=c.mode, smr=c.smr, tier_bounds=tuple(c.tier_bounds),
+      tier_masses=tuple(c.tier_masses), length_scale=c.gp_length_scale, alpha=c.gp_alpha,
+      normalize_y=c.gp_normalize_y, replace=c.sample_with_replacement)
+
+
+def descriptor_sampler(config):
+  """The "Ours++" descriptor LM, or None. Needs the torch extra."""
+  if not config.concepts.descriptor_model:
+    return None
+  from ie_jax.concepts import descriptors  # pylint: disable=g-import-not-at-top
+  return descriptors.DescriptorSampler.from_pretrained(config.concepts.descriptor_model)
+
+
+def make_engine(config, world, query_cache: engines.QueryCache):
+  """The configured search engine behind the persistent query cache."""
+  web = config.web
+  if web.engine == 'local':
+    from ie_jax.web import local  # pylint: disable=g-import-not-at-top
+    index = web.local_index or (world or {}).get('index')
+    if not index:
+      raise ValueError("config.web.engine='local' needs config.web.local_index or a "
+                       'config.world.')
+    engine = local.LocalEngine(index, model_dir=config.concepts.text_model or None)
+  else:
+    kwargs = {'base_url': web.engine_url} if web.engine_url else {}
+    engine = engines.make(web.engine, **kwargs)
+  return engines.CachedEngine(engine, query_cache)
+
+
+def train_parts(config, mesh, workdir: str):
+  """(model, TrainState, jitted step, Checkpointer); schedules must not need a length."""
+  if 'cosine' in (config.optim.schedule, config.moco.momentum_schedule):
+    raise ValueError('Exploration has no fixed length: use constant lr and momentum '
+                     "schedules (the paper's), not 'cosine'.")
+  model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                 max_to_keep=config.checkpoints_to_keep)
+  return model, state, step_fn, ckpt
+
+
+def metric_writer(workdir: str):
+  return metric_writer_lib.MetricWriter(os.path.join(workdir, 'logs'))
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(f'Non-finite {bad} at step {step}: {metrics}.')
+
+
+def log_iteration(writer, iteration: int, summary: dict) -> None:
+  scalars = {k: v for k, v in summary.items()
+             if isinstance(v, (int, float)) and np.isfinite(v)}
+  writer.write_scalars(iteration, {f'explore/{k}': v for k, v in scalars.items()})
+  texts = {k: ', '.join(map(str, v)) for k, v in summary.items() if isinstance(v, list)}
+  writer.write_texts(iteration, {f'explore/{k}': v for k, v in texts.items()})
+  writer.flush()
+  log.info('Iteration %d: %s', iteration,
+           '; '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                     for k, v in summary.items()))
+
+
+class Caches:
+  """The web caches that persist across iterations: dedup hashes, URLs, queries."""
+
+  def __init__(self, side, state, target, config):
+    self.dedup = dedup_lib.DedupIndex.from_state(side.load_json(state, 'dedup')) \
+        if 'dedup' in state.files else self._fresh_dedup(target, config)
+    self.urls = dedup_lib.UrlCache.from_state(side.load_json(state, 'urls')) \
+        if 'urls' in state.files else dedup_lib.UrlCache()
+    self.queries = engines.QueryCache.from_state(side.load_json(state, 'queries')) \
+        if 'queries' in state.files else engines.QueryCache()
+    self._saved_sizes = None
+
+  @staticmethod
+  def _fresh_dedup(target, config) -> dedup_lib.DedupIndex:
+    # Leakage prevention (paper Table 4 measured it): no downloaded image may match a
+    # target *test* image.
+    dedup = dedup_lib.DedupIndex()
+    try:
+      test = target_lib.load(config.target, 'test').source
+    except target_lib.TargetError as e:
+      log.warning('No target test split to guard against leaks: %s', e)
+      return dedup
+    limits = validate.ImageLimits(min_side=1, max_side=config.web.max_side)
+    for i in range(len(test)):
+      image = test[i]
+      if isinstance(image, np.ndarray):
+        buf = io.BytesIO()
+        Image.fromarray(pipeline.decode(image)).save(buf, 'PNG')
+        image = buf.getvalue()
+      dedup.forbid_image(image, limits)
+    log.info('Forbidding %d target test images from downloads.', len(test))
+    return dedup
+
+  def save(self, side, state) -> None:
+    """Writes the caches when they changed since the last save (they only grow)."""
+    sizes = (len(self.dedup), len(self.urls), len(self.queries))
+    if sizes == self._saved_sizes and {'dedup', 'urls', 'queries'} <= set(state.files):
+      return
+    side.save_json(state, 'dedup', self.dedup.state())
+    side.save_json(state, 'urls', self.urls.state())
+    side.save_json(state, 'queries', self.queries.state())
+    self._saved_sizes = sizes
+
+
+def finetune(config, train_state, step_fn, mesh, source, rng):
+  """The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
+
+  Runs `config.explore.finetune_epochs` epochs of MoCo v3 over the target and returns the
+  state after the epoch with the lowest mean SSL loss (no labels are used), with the
+  per-epoch losses.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from ie_jax.utils import sharding  # pylint: disable=g-import-not-at-top
+  best, best_loss, losses = None, np.inf, []
+  for epoch in range(config.explore.finetune_epochs):
+    data, _ = pipeline.training_dataset(
+        source, epochs=1, batch_size=config.train.batch_size,
+        seed=config.seed * 31 + epoch, image_size=config.moco.image_size,
+        crop_min=config.moco.crop_min, num_workers=config.data.num_workers)
+    epoch_losses = []
+    for views in tqdm(data, desc=f'fine-tune epoch {epoch}'):
+      train_state, metrics = step_fn(train_state, sharding.put_batch(views, mesh), rng)
+      epoch_losses.append(metrics['loss'])
+    loss = float(np.mean(jax.device_get(epoch_losses))) if epoch_losses else np.inf
+    losses.append(loss)
+    log.info('Fine-tune epoch %d: SSL loss %.4f', epoch, loss)
+    if loss < best_loss:
+      best, best_loss = jax.device_get(train_state), loss
+  if best is None:
+    raise ValueError('The target has fewer images than one batch: cannot fine-tune.')
+  return jax.device_put(best, sharding.replicated(mesh)), losses

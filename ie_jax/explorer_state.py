@@ -1,0 +1,120 @@
+"""The explorer's resumable state: where the loop is, and what it has learned.
+
+Small values live in the checkpoint's JSON `meta`; growing ones (the replay buffer, the
+caches) live in files under `workdir/explorer/` whose names the state records. Each such
+file is written under a new name (tagged with the save counter) before the checkpoint that
+names it, so a checkpoint never points at a file written after it.
+"""
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+# The phases of one iteration, in order (paper Algorithm 1: rewards use the encoder from
+# before this iteration's training).
+PHASES = ('sample', 'search', 'reward', 'train', 'replay', 'update')
+
+
+@dataclasses.dataclass
+class ExplorerState:
+  """Everything needed to resume the loop, except the TrainState.
+
+  Attributes:
+    iteration: the iteration in progress (0-based).
+    phase: the next phase to run in it (one of PHASES).
+    saves: checkpoints written so far (= the Orbax step of the latest).
+    queries: this iteration's [(concept index, query string)], set by 'sample'.
+    observations: the policy's history (`policy.Observations.to_state()`).
+    files: name -> file under workdir/explorer/ (replay refs, caches, rewards).
+    data_iter: the Grain iterator state inside 'train' (None outside it).
+    train_steps_done: optimizer steps of this iteration's 'train' already taken.
+    current: the summary of the iteration in progress, phase by phase.
+    history: one summary dict per finished iteration (for logs and the report).
+  """
+  iteration: int = 0
+  phase: str = PHASES[0]
+  saves: int = 0
+  queries: list = dataclasses.field(default_factory=list)
+  observations: dict | None = None
+  files: dict = dataclasses.field(default_factory=dict)
+  data_iter: dict | None = None
+  train_steps_done: int = 0
+  current: dict = dataclasses.field(default_factory=dict)
+  history: list = dataclasses.field(default_factory=list)
+
+  def to_meta(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_meta(cls, meta: dict) -> 'ExplorerState':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(meta) - known
+    if unknown:
+      raise ValueError(f'Explorer state has unknown fields {sorted(unknown)}: written by '
+                       'another version of ie_jax?')
+    state = cls(**meta)
+    if state.phase not in PHASES:
+      raise ValueError(f'Explorer state phase {state.phase!r} is not one of {PHASES}.')
+    return state
+
+  def advance(self) -> None:
+    """Moves to the next phase (and iteration after the last phase)."""
+    i = PHASES.index(self.phase)
+    if i + 1 < len(PHASES):
+      self.phase = PHASES[i + 1]
+    else:
+      self.phase, self.iteration = PHASES[0], self.iteration + 1
+
+
+class SideFiles:
+  """Versioned files next to the checkpoints: write new, then point the state at them."""
+
+  def __init__(self, workdir: str):
+    self.root = os.path.join(workdir, 'explorer')
+    os.makedirs(self.root, exist_ok=True)
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.root, name)
+
+  def save_array(self, state: ExplorerState, key: str, array: np.ndarray) -> None:
+    name = f'{key}-{state.saves:06d}.npy'
+    tmp = self.path(name + '.tmp')
+    with open(tmp, 'wb') as f:
+      np.save(f, array)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path(name))
+    state.files[key] = name
+
+  def load_array(self, state: ExplorerState, key: str, default: np.ndarray) -> np.ndarray:
+    if key not in state.files:
+      return default
+    return np.load(self.path(state.files[key]))
+
+  def save_json(self, state: ExplorerState, key: str, data) -> None:
+    name = f'{key}-{state.saves:06d}.json'
+    tmp = self.path(name + '.tmp')
+    with open(tmp, 'w', encoding='utf-8') as f:
+      json.dump(data, f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path(name))
+    state.files[key] = name
+
+  def load_json(self, state: ExplorerState, key: str, default=None):
+    if key not in state.files:
+      return default
+    with open(self.path(state.files[key]), encoding='utf-8') as f:
+      return json.load(f)
+
+  def prune(self, state: ExplorerState) -> None:
+    """Deletes side files the latest checkpoint does not refer to, and stray temporaries.
+
+    Call only after that checkpoint is committed: until then the previous checkpoint's
+    files must stay.
+    """
+    keep = set(state.files.values())
+    for name in os.listdir(self.root):
+      if name.endswith('.tmp') or name not in keep:
+        os.remove(self.path(name))

@@ -1,0 +1,111 @@
+"""Step 2 of an iteration: search every query, download the results into the store.
+
+Resumable without lost or duplicated downloads: images go into store parts of
+`part_size` records, each committed atomically. On a restart, the URLs in this iteration's
+committed manifests are skipped and their hashes re-enter the dedup index, so only the
+part that was in progress is fetched again.
+"""
+import asyncio
+import logging
+
+from ie_jax.utils import failpoints
+from ie_jax.web import dedup as dedup_lib
+from ie_jax.web import download, engines, fetch, validate
+from ie_jax.web import store as store_lib
+from ie_jax.web.records import OK, Job, Record
+
+log = logging.getLogger(__name__)
+
+
+def download_options(web_config, extra_file_roots=()) -> download.DownloadOptions:
+  """The downloader's options from `config.web` (plus, e.g., an offline world's corpus)."""
+  return download.DownloadOptions(
+      fetch=fetch.FetchOptions(
+          concurrency=web_config.concurrency, per_host=web_config.per_host,
+          total_timeout_s=web_config.timeout_s,
+          allow_networks=tuple(n for n in web_config.allow_networks.split(',') if n),
+          file_roots=tuple(r for r in web_config.file_roots.split(',') if r)
+          + tuple(extra_file_roots)),
+      image=validate.ImageLimits(min_side=web_config.min_side, max_side=web_config.max_side),
+      progress=True)
+
+
+async def _search_all(engine, queries: list[str], n: int, concurrency: int) -> dict:
+  """query -> results; failures are logged and give no results (the query scores nothing)."""
+  gate = asyncio.Semaphore(concurrency)
+  out = {}
+
+  async def one(query):
+    async with gate:
+      try:
+        out[query] = await engine.search(query, n)
+      except engines.EngineError as e:
+        log.warning('Search for %r failed: %s', query, e)
+        out[query] = []
+  await asyncio.gather(*(one(q) for q in dict.fromkeys(queries)))
+  return out
+
+
+def _committed(store: store_lib.WebStore, iteration: int, dedup, url_cache) -> set[str]:
+  """URLs already recorded in this iteration's committed parts; re-registers their hashes."""
+  done = set()
+  for row in store.manifest(iteration):
+    done.add(row['url'])
+    if row['status'] == OK and row.get('sha256') and row.get('phash'):
+      dedup.add(row['sha256'], int(row['phash'], 16))
+    fields = {k: row.get(k, '') for k in ('url', 'query', 'concept', 'status', 'sha256',
+                                          'phash', 'detail')}
+    url_cache.put(Record(width=row.get('width', 0), height=row.get('height', 0), **fields))
+  return done
+
+
+def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
+        dedup: dedup_lib.DedupIndex, url_cache: dedup_lib.UrlCache, web_config,
+        images_per_query: int, extra_file_roots=()) -> dict:
+  """Searches `queries` [(concept index, query)] and stores what downloads.
+
+  Returns:
+    Counts per download status, plus 'queries_without_results'.
+  """
+  results = asyncio.run(_search_all(engine, [q for _, q in queries], images_per_query,
+                                    web_config.search_concurrency))
+  done = _committed(store, iteration, dedup, url_cache)
+  jobs = []
+  for concept, query in queries:
+    for r in results.get(query, []):
+      if r.url not in done:
+        jobs.append(Job(url=r.url, query=query, concept=str(concept)))
+        done.add(r.url)  # the same URL from two queries is fetched once
+  if done:
+    log.info('Iteration %d: %d URLs to fetch (%d already stored or attempted).', iteration,
+             len(jobs), len(done) - len(jobs))
+  downloader = download.Downloader(download_options(web_config, extra_file_roots), dedup=dedup,
+                                   url_cache=url_cache)
+  part = {'writer': None, 'count': 0}
+
+  def sink(record: Record) -> None:
+    if part['writer'] is None:
+      part['writer'] = store.writer(iteration)
+    row = record.manifest_row()
+    if record.status == OK:
+      part['writer'].add(record.jpeg, row)
+    else:
+      part['writer'].add_failure(row)
+    part['count'] += 1
+    if part['count'] >= web_config.part_size:
+      part['writer'].commit()
+      part['writer'], part['count'] = None, 0
+      failpoints.hit('search')  # a part is committed, the rest of the phase is not
+
+  try:
+    counts = asyncio.run(downloader.run(jobs, sink))
+  except BaseException:
+    if part['writer'] is not None:
+      part['writer'].abort()
+    raise
+  if part['writer'] is not None:
+    part['writer'].commit()
+  counts = dict(counts)
+  counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
+                                          if not results.get(q))
+  return counts

@@ -1,0 +1,88 @@
+"""The explore loop end to end on the tiny generated world, and kill/resume at every phase."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import tiny
+from ie_jax import explorer
+from ie_jax.utils import checkpoint
+from ie_jax.web import store as store_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ['--config.checkpoint_every_steps=4']
+
+
+def stored_images(workdir):
+  store = store_lib.WebStore(os.path.join(workdir, 'web'))
+  return {it: sorted(r['sha256'] for r in store.manifest(it) if r['status'] == 'ok')
+          for it in store.iterations()}
+
+
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  config = tiny.get_config()
+  config.checkpoint_every_steps = 4
+  return workdir, explorer.run(config, workdir)
+
+
+def test_two_iterations_leave_every_artefact(straight_run):
+  workdir, run = straight_run
+  state = run.state
+  assert (state.iteration, state.phase) == (2, 'sample')
+  assert len(state.history) == 2
+  listing = {d: os.listdir(os.path.join(workdir, d)) for d in os.listdir(workdir)}
+  assert listing['checkpoints'], 'no checkpoint'
+  assert any(f.startswith('images-00000-') for f in listing['web'])
+  assert any(f.startswith('manifest-00001-') for f in listing['web'])
+  assert any(f.startswith('events.out.tfevents') for f in listing['logs'])
+  assert {'index.html', 'reward.png', 'grids'} <= set(listing['report'])
+  assert sorted(os.listdir(os.path.join(workdir, 'report', 'grids'))) == [
+      'iteration-00000.png', 'iteration-00001.png']
+  # The policy learned something: scored concepts, and a replay buffer from both iterations.
+  assert state.observations is not None and len(state.observations['concepts']) > 0
+  replay = np.load(os.path.join(workdir, 'explorer', state.files['replay']))
+  assert set(replay[:, 0].tolist()) == {0, 1}
+  for summary in state.history:
+    assert summary['candidates'] > 0 and summary['train_steps'] > 0
+    assert 0 < summary['replay_added'] <= summary['candidates'] / 2
+  # Every manifest row has a status; kept images decode.
+  store = store_lib.WebStore(os.path.join(workdir, 'web'))
+  rows = store.manifest(0)
+  assert all(r['status'] for r in rows)
+  assert store.num_images(0) == sum(r['status'] == 'ok' for r in rows)
+
+
+def run_launcher(workdir, failpoint=None, timeout=600):
+  env = dict(os.environ)
+  env.pop('IE_JAX_FAILPOINT', None)
+  if failpoint:
+    env['IE_JAX_FAILPOINT'] = failpoint
+  return subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/tiny.py', f'--workdir={workdir}']
+      + OVERRIDES, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run, tmp_path):
+  straight_dir, straight = straight_run
+  workdir = str(tmp_path / 'killed')
+  kills = 0
+  for phase in ('sample', 'search', 'reward', 'train', 'replay', 'update'):
+    proc = run_launcher(workdir, failpoint=phase)
+    assert proc.returncode == -9, (phase, proc.returncode, proc.stderr[-2000:])
+    kills += 1
+    # No temporary file outlives the resume that follows (checked at the end).
+  proc = run_launcher(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  print(f'{kills} kills, {kills} resumes')
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  resumed = ckpt.restore_meta()['explorer']
+  assert (resumed['iteration'], len(resumed['history'])) == (2, 2)
+  assert resumed['observations'] == straight.state.observations
+  assert stored_images(workdir) == stored_images(straight_dir)
+  leftovers = [f for d, _, files in os.walk(workdir) for f in files if f.endswith('.tmp')]
+  assert not leftovers
