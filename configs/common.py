@@ -99,6 +99,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       replay_keep=0.5,             # top 50% of candidates by reward join the replay buffer
       finetune_epochs=0,           # initial SSL fine-tune on the target (0: none)
       embed_batch_size=256,        # images per embed_step call (rewards)
+      knn_eval_examples=2000,      # k-NN accuracy on this many target test images per
+                                   # iteration, for monitoring (paper Figs. 5/7); 0: off
   ))
 
   # Concepts section: the vocabulary and the policy over it.

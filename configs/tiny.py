@@ -46,6 +46,7 @@ def get_config(arg=None):
   config.explore.top_images_per_concept = 3
   config.explore.epochs_per_iteration = 1
   config.explore.embed_batch_size = 64
+  config.explore.knn_eval_examples = 64
 
   config.log_every_steps = 4
   config.checkpoint_every_steps = 8

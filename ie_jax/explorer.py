@@ -17,6 +17,8 @@ from tqdm import tqdm
 from ie_jax import explorer_setup, explorer_state, report, reward, search_phase, train
 from ie_jax.concepts import policy
 from ie_jax.data import pipeline
+from ie_jax.data import target as target_lib
+from ie_jax.eval import knn, metrics
 from ie_jax.utils import failpoints, sharding
 from ie_jax.web import store as store_lib
 
@@ -51,6 +53,7 @@ class Explorer:
     self.engine = explorer_setup.make_engine(config, self.world, self.caches.queries)
     self.policy_config = explorer_setup.policy_config(config)
     self.descriptors = explorer_setup.descriptor_sampler(config)
+    self._knn_data = None
 
   # Bookkeeping.
 
@@ -131,10 +134,29 @@ class Explorer:
     failpoints.hit('reward')
     rewards = reward.make_knn_reward(self.mesh, k=self.config.explore.reward_k)(cands, targets)
     self.side.save_array(self.state, 'rewards', rewards.astype(np.float32))
+    monitor = {}
+    if self.config.explore.knn_eval_examples > 0:
+      monitor['knn_accuracy'] = self.knn_accuracy(targets, embed, kwargs)
     report.candidate_grid(self.store, it, rewards, os.path.join(
         self.workdir, 'report', 'grids', f'iteration-{it:05d}.png'))
-    return {'candidates': num, 'reward_mean': float(rewards.mean()),
+    return {**monitor, 'candidates': num, 'reward_mean': float(rewards.mean()),
             'reward_median': float(np.median(rewards)), 'reward_max': float(rewards.max())}
+
+  def knn_accuracy(self, train_feats, embed, kwargs) -> float:
+    """k-NN accuracy (mAP if multi-label) of the current encoder on target test images.
+
+    Monitoring only (the paper's k-NN learning curves): the explorer never uses labels.
+    """
+    if self._knn_data is None:
+      test = target_lib.load(self.config.target, 'test')
+      n = min(self.config.explore.knn_eval_examples, len(test.source))
+      self._knn_data = (knn.one_hot(self.target.labels(), len(self.target.class_names)),
+                        test.source, np.asarray(test.labels())[:n], n)
+    bank_targets, test_source, test_labels, n = self._knn_data
+    queries = reward.embed_images(target_lib.Head(test_source, n), embed, self.mesh,
+                                  desc='embed test', **kwargs)
+    scores, _ = knn.make_knn(self.mesh)(train_feats, bank_targets, queries)
+    return metrics.score(test_labels, scores, self.target.multi_label)
 
   def train(self) -> dict:
     cfg, it = self.config.explore, self.state.iteration

@@ -60,6 +60,7 @@ def build(workdir: str, history: list) -> str:
   for name, keys, title in (
       ('reward.png', ['reward_mean', 'reward_median', 'reward_max'], 'candidate rewards'),
       ('loss.png', ['ssl_loss'], 'MoCo v3 loss'),
+      ('knn.png', ['knn_accuracy'], 'k-NN accuracy on target test images (monitoring)'),
       ('policy.png', ['policy_entropy'], 'policy entropy (nats)'),
       ('downloads.png', ['download_ok', 'candidates', 'replay_size'], 'images')):
     if _curve(history, keys, title, os.path.join(out, name)):

@@ -39,7 +39,7 @@ def test_two_iterations_leave_every_artefact(straight_run):
   assert any(f.startswith('images-00000-') for f in listing['web'])
   assert any(f.startswith('manifest-00001-') for f in listing['web'])
   assert any(f.startswith('events.out.tfevents') for f in listing['logs'])
-  assert {'index.html', 'reward.png', 'grids'} <= set(listing['report'])
+  assert {'index.html', 'reward.png', 'knn.png', 'grids'} <= set(listing['report'])
   assert sorted(os.listdir(os.path.join(workdir, 'report', 'grids'))) == [
       'iteration-00000.png', 'iteration-00001.png']
   # The policy learned something: scored concepts, and a replay buffer from both iterations.
@@ -48,6 +48,7 @@ def test_two_iterations_leave_every_artefact(straight_run):
   assert set(replay[:, 0].tolist()) == {0, 1}
   for summary in state.history:
     assert summary['candidates'] > 0 and summary['train_steps'] > 0
+    assert 0 <= summary['knn_accuracy'] <= 1
     assert 0 < summary['replay_added'] <= summary['candidates'] / 2
   # Every manifest row has a status; kept images decode.
   store = store_lib.WebStore(os.path.join(workdir, 'web'))
@@ -86,3 +87,20 @@ def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run,
   assert stored_images(workdir) == stored_images(straight_dir)
   leftovers = [f for d, _, files in os.walk(workdir) for f in files if f.endswith('.tmp')]
   assert not leftovers
+
+
+def test_a_search_with_no_usable_images_leaves_a_resumable_state(tmp_path):
+  config = tiny.get_config('iterations=1')
+  config.web.min_side = 1000  # every corpus image is too small
+  run = explorer.run(config, str(tmp_path))
+  (summary,) = run.state.history
+  assert summary['candidates'] == 0 and summary['train_steps'] == 0
+  assert summary['download_too_small'] == 48 and 'download_ok' not in summary
+  assert run.state.observations['concepts'] == []  # nothing to learn from
+  assert (run.state.iteration, run.state.phase) == (1, 'sample')
+
+
+def test_a_target_smaller_than_k_fails_at_start(tmp_path):
+  from ie_jax.data import target as target_lib
+  with pytest.raises(target_lib.TargetError, match='fewer than the k=15 neighbours'):
+    explorer.run(tiny.get_config('examples=10'), str(tmp_path))

@@ -41,3 +41,14 @@ def test_reward_is_sharded_over_the_mesh():
 def test_too_few_targets_is_a_clear_error():
   with pytest.raises(ValueError, match='only 3 target images'):
     reward.knn_reward(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32), k=15)
+
+
+def test_non_finite_features_stop_with_a_clear_error():
+  mesh = sharding.make_mesh()
+  images = np.zeros((8, 16, 16, 3), np.uint8)
+  with pytest.raises(FloatingPointError, match='non-finite features'):
+    reward.embed_images(images, lambda x: np.full((x.shape[0], 4), np.nan), mesh,
+                        image_size=8, batch_size=4)
+  feats = reward.embed_images(images, lambda x: np.ones((x.shape[0], 4)), mesh, image_size=8,
+                              batch_size=4)
+  assert feats.shape == (8, 4)

@@ -92,17 +92,6 @@ class _Files:
       return f.read()
 
 
-class _Arrays:
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return self._images[i]
-
-
 def _load_tfds(name: str, cfg, split: str) -> Target:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds_name, splits, label_key, multi = TFDS_TARGETS[name]
@@ -172,7 +161,8 @@ def _load_shapes(cfg, split: str) -> Target:
   # Generated: the split picks the seed, so train and test never share images.
   images, labels = shapes.generate(cfg.num_examples or 1024, cfg.image_size,
                                    {'train': 0, 'test': 1}[split])
-  return Target('shapes', split, _Arrays(images), list(shapes.CLASSES), False, lambda: labels)
+  # A NumPy array already is a random-access source (len, [i]).
+  return Target('shapes', split, images, list(shapes.CLASSES), False, lambda: labels)
 
 
 LOADERS = {
@@ -196,7 +186,9 @@ def load(target_config, split: str | None = None) -> Target:
   return target
 
 
-class _Head:
+class Head:
+  """The first `n` items of a random-access source."""
+
   def __init__(self, source, n):
     self._source, self._n = source, n
 
@@ -211,5 +203,5 @@ class _Head:
 
 def _first(target: Target, n: int) -> Target:
   labels = target._labels  # pylint: disable=protected-access
-  return dataclasses.replace(target, source=_Head(target.source, n),
+  return dataclasses.replace(target, source=Head(target.source, n),
                              _labels=lambda: labels()[:n])
