@@ -11,7 +11,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='folder', iterations=50)
+  return common.paper_config(arg, target='folder', iterations=50,
+                             category='bird')
 
 
 def get_sweep():

@@ -118,6 +118,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       # "Ours++": a local causal LM (directory or cached HF id, e.g. 'EleutherAI/gpt-j-6b')
       # prepends a descriptor to each query; '' = plain concepts ("Ours").
       descriptor_model='',
+      # Label-set modes: class names are embedded as "{name} ({category})." (paper Table 5
+      # categories: Flower, Pet, Food, Bird, Object); the paper's Wikipedia summaries need
+      # the network, so they are not used.
+      label_category='object',
+      prune_fraction=0.1,          # label-set modes keep the 10% of concepts closest to the labels
   ))
 
   # Web section: the search engine and the downloader.
@@ -149,7 +154,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def paper_config(arg: str | None, *, target: str, iterations: int):
+def paper_config(arg: str | None, *, target: str, iterations: int, category: str):
   """The paper's setting for one target, with the usual `get_config` switches.
 
   Arguments (e.g. 'engine=flickr,mode=random,descriptors=/models/gpt-j-6b,iterations=20'):
@@ -168,6 +173,7 @@ def paper_config(arg: str | None, *, target: str, iterations: int):
   config.web.engine = arg.engine
   config.concepts.mode = arg.mode
   config.concepts.descriptor_model = arg.descriptors
+  config.concepts.label_category = category
   config.explore.iterations = arg.iterations
   config.init_checkpoint = arg.init
   return config

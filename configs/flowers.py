@@ -15,7 +15,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='oxford_flowers102', iterations=45)
+  return common.paper_config(arg, target='oxford_flowers102', iterations=45,
+                             category='flower')
 
 
 def get_sweep():

@@ -11,7 +11,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='folder', iterations=40)
+  return common.paper_config(arg, target='folder', iterations=40,
+                             category='satellite image')
 
 
 def get_sweep():

@@ -15,7 +15,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='food101', iterations=45)
+  return common.paper_config(arg, target='food101', iterations=45,
+                             category='food')
 
 
 def get_sweep():

@@ -15,7 +15,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='oxford_iiit_pet', iterations=35)
+  return common.paper_config(arg, target='oxford_iiit_pet', iterations=35,
+                             category='pet')
 
 
 def get_sweep():

@@ -34,6 +34,7 @@ def get_config(arg=None):
   config.world = 'shapes'
   config.concepts.vocab = 'world'
   config.concepts.mode = arg.mode
+  config.concepts.label_category = 'shape'
   config.concepts.tier_bounds = (2, 5)   # 12 concepts: scaled-down 250 / 1000 tiers
   config.web.engine = 'local'
   config.web.min_side = 32

@@ -12,7 +12,8 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.paper_config(arg, target='voc2007', iterations=20)
+  return common.paper_config(arg, target='voc2007', iterations=20,
+                             category='object')
 
 
 def get_sweep():

@@ -35,7 +35,8 @@ class Explorer:
     self.mesh = sharding.make_mesh()
     self.world = explorer_setup.load_world(config, workdir)
     self.target = explorer_setup.load_target(config, self.world)
-    self.vocab, self.embeddings = explorer_setup.load_concepts(config, self.world)
+    self.vocab, self.embeddings = explorer_setup.load_concepts(config, self.world,
+                                                               self.target.class_names)
     self.store = store_lib.WebStore(os.path.join(workdir, 'web'))
     self.store.remove_uncommitted()
     self.side = explorer_state.SideFiles(workdir)
@@ -94,12 +95,17 @@ class Explorer:
     cfg = self.config.explore
     probs = policy.distribution(self.embeddings, self.observations(), self.policy_config)
     seed = self.config.seed * 1_000_003 + self.state.iteration
-    concepts = policy.sample_concepts(probs, cfg.queries_per_iteration, seed=seed,
-                                      replace=self.config.concepts.sample_with_replacement)
-    names = [self.vocab.lemmas[c] for c in concepts]
+    drawn = policy.sample_queries(probs, cfg.queries_per_iteration,
+                                  mode=self.policy_config.mode,
+                                  num_labels=len(self.target.class_names), seed=seed,
+                                  replace=self.config.concepts.sample_with_replacement)
+    # Class-name queries get ids -1, -2, ...: searched and trained on, never GP observations.
+    ids = [int(c) for c in drawn.concepts] + [-1 - int(l) for l in drawn.labels]
+    names = [self.vocab.lemmas[c] for c in drawn.concepts] + [
+        self.target.class_names[l] for l in drawn.labels]
     if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
       names = self.descriptors.queries(names, seed=seed)
-    self.state.queries = [[int(c), q] for c, q in zip(concepts, names)]
+    self.state.queries = [[i, q] for i, q in zip(ids, names)]
     failpoints.hit('sample')
     nz = probs[probs > 0]
     top = np.argsort(-probs)[:10]
@@ -221,7 +227,7 @@ class Explorer:
     rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
     by_concept = {}
     for row in self.store.manifest(it) if it in self.store.iterations() else []:
-      if row['status'] == 'ok':
+      if row['status'] == 'ok' and int(row['concept']) >= 0:  # class names: not observed
         by_concept.setdefault(int(row['concept']), []).append(rewards[row['index']])
     concepts, scores = [], []
     for concept, values in sorted(by_concept.items()):

@@ -44,8 +44,15 @@ def load_target(config, world) -> target_lib.Target:
   return target
 
 
-def load_concepts(config, world):
-  """(vocabulary, its text embeddings [N, 384])."""
+LABEL_MODES = ('labels', 'labels+relevant', 'labels+learned')
+
+
+def load_concepts(config, world, class_names=()):
+  """(vocabulary, its text embeddings [N, 384]).
+
+  In the label-set modes the vocabulary is pruned to the concepts closest to the class
+  names (paper §3.2), for every such mode, the random ones included.
+  """
   name = config.concepts.vocab
   if name == 'wordnet':
     vocab = vocab_lib.load_vocabulary()
@@ -57,15 +64,21 @@ def load_concepts(config, world):
     vocab = vocab_lib.load_tsv(name)
   embedder = text_embed.TextEmbedder(
       text_embed.resolve_model_dir(config.concepts.text_model or None))
-  return vocab, text_embed.embed_cached(vocab.texts, embedder)
+  embeddings = text_embed.embed_cached(vocab.texts, embedder)
+  if config.concepts.mode in LABEL_MODES:
+    if not class_names:
+      raise ValueError(f'Mode {config.concepts.mode!r} needs a target with class names.')
+    texts = [f'{name} ({config.concepts.label_category}).' for name in class_names]
+    keep = policy.prune_vocabulary(embeddings, text_embed.embed_cached(texts, embedder),
+                                   fraction=config.concepts.prune_fraction)
+    log.info('Label-set mode: the vocabulary is pruned to %d of %d concepts.', len(keep),
+             len(vocab))
+    vocab, embeddings = vocab.subset(keep), embeddings[keep]
+  return vocab, embeddings
 
 
 def policy_config(config) -> policy.PolicyConfig:
   c = config.concepts
-  if c.mode not in ('random', 'learned'):
-    raise ValueError(f'config.concepts.mode={c.mode!r}: the label-set modes need the class '
-                     "names wired into the explorer, which is not done yet; use 'random' or "
-                     "'learned'.")
   return policy.PolicyConfig(
       mode=c.mode, smr=c.smr, tier_bounds=tuple(c.tier_bounds),
       tier_masses=tuple(c.tier_masses), length_scale=c.gp_length_scale, alpha=c.gp_alpha,

@@ -104,3 +104,18 @@ def test_a_target_smaller_than_k_fails_at_start(tmp_path):
   from ie_jax.data import target as target_lib
   with pytest.raises(target_lib.TargetError, match='fewer than the k=15 neighbours'):
     explorer.run(tiny.get_config('examples=10'), str(tmp_path))
+
+
+def test_label_set_mode_searches_class_names_over_a_pruned_vocabulary(tmp_path):
+  from ie_jax.data import shapes
+  config = tiny.get_config('iterations=1,mode=labels+learned')
+  config.concepts.prune_fraction = 0.25  # 3 of the world's 12 concepts
+  run = explorer.run(config, str(tmp_path))
+  assert len(run.vocab) == 3
+  # The pruned concepts are the shapes' own names, not the distractor textures.
+  assert set(run.vocab.lemmas) <= set(shapes.CLASSES), run.vocab.lemmas
+  labels = [q for i, q in run.state.queries if i < 0]
+  concepts = [q for i, q in run.state.queries if i >= 0]
+  assert len(labels) == len(concepts) == 2  # half the queries are class names
+  assert set(labels) <= set(shapes.CLASSES)
+  assert all(0 <= c < 3 for c in run.state.observations['concepts'])  # labels never observed
