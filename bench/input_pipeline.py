@@ -9,15 +9,15 @@ faster than the step it feeds. Images are synthetic photographs-sized JPEGs (500
 varied) written to a real store shard first. Prints a table; writes JSON to bench/results/.
 """
 import io
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+import results_io
 
 _NUM = flags.DEFINE_integer('num_images', 2000, 'Images in the shard.')
 _SIZE = flags.DEFINE_integer('image_size', 224, 'Training resolution.')
@@ -111,16 +111,9 @@ def main(argv):
   print('|---|---|')
   for r in rows:
     print(f"| {r['stage']} | {r['images_per_s']:.1f} |")
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                   f'input_pipeline_{os.cpu_count()}cores.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump({'benchmark': 'input_pipeline', 'image_size': _SIZE.value,
-               'batch': _BATCH.value, 'num_images': _NUM.value,
-               'machine': {'platform': platform.platform(), 'cpu_count': os.cpu_count()},
-               'command': ' '.join(['python'] + sys.argv), 'results': rows}, f, indent=1)
-  print(f'wrote {out}')
-
+  results_io.write('input_pipeline', f'input_pipeline_{os.cpu_count()}cores',
+                   {'image_size': _SIZE.value, 'batch': _BATCH.value,
+                    'num_images': _NUM.value}, rows, _OUT.value)
 
 if __name__ == '__main__':
   app.run(main)

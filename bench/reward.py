@@ -7,14 +7,14 @@ References, on the same features and machine: scikit-learn's brute-force Nearest
 (cosine) and faiss's exact inner-product search (`faiss-cpu` / `faiss-gpu`, if installed).
 All answers are checked against each other. Prints a table; writes JSON to bench/results/.
 """
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 from absl import app, flags
+
+import results_io
 
 _CANDS = flags.DEFINE_integer('candidates', 25_000, 'Candidate images (|C|).')
 _TARGETS = flags.DEFINE_integer('targets', 2_040, 'Target images (|D|).')
@@ -75,7 +75,7 @@ def main(argv):
   base = statistics.median(rows[0][2])
   print(f'\nkNN reward, {_CANDS.value} candidates x {_TARGETS.value} targets x {_DIM.value}-d, '
         f'k={_K.value}, median of {_RUNS.value} runs')
-  print('| implementation | device | median s | candidates/s | ours faster by |')
+  print('| implementation | device | median s | candidates/s | time vs ours |')
   print('|---|---|---|---|---|')
   results = []
   for name, device, times in rows:
@@ -84,17 +84,10 @@ def main(argv):
                     'candidates_per_s': _CANDS.value / median})
     print(f'| {name} | {device} | {median:.3f} | {_CANDS.value / median:.0f} | '
           f'{median / base:.2f}x |')
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                   f'reward_{rows[0][1].replace(" ", "_").lower()}_'
-                                   f'{_CANDS.value}x{_TARGETS.value}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump({'benchmark': 'reward', 'candidates': _CANDS.value, 'targets': _TARGETS.value,
-               'dim': _DIM.value, 'k': _K.value,
-               'machine': {'platform': platform.platform(), 'cpu_count': os.cpu_count()},
-               'command': ' '.join(['python'] + sys.argv), 'results': results}, f, indent=1)
-  print(f'wrote {out}')
-
+  device = rows[0][1].replace(' ', '_').lower()
+  results_io.write('reward', f'reward_{device}_{_CANDS.value}x{_TARGETS.value}',
+                   {'candidates': _CANDS.value, 'targets': _TARGETS.value, 'dim': _DIM.value,
+                    'k': _K.value}, results, _OUT.value)
 
 if __name__ == '__main__':
   app.run(main)

@@ -9,14 +9,14 @@ pipeline. PyTorch runs as a user would run it fast: channels_last, bf16 autocast
 supported, and torch.compile where it works (falling back to eager, with the reason
 recorded). Prints a table and writes JSON to bench/results/.
 """
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 from absl import app, flags
+
+import results_io
 
 _DEPTH = flags.DEFINE_integer('depth', 50, 'ResNet depth (18 or 50).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Training resolution.')
@@ -152,18 +152,10 @@ def main(argv):
     print(f'| {dtype} | {jax_ips:.1f} | {torch_ips:.1f} | {jax_ips / torch_ips:.2f} |')
 
   kind = rows[0]['device'].replace(' ', '_').lower() if rows else 'none'
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                   f'train_step_{kind}_r{_DEPTH.value}_{_IMAGE_SIZE.value}px'
-                                   f'_b{_BATCH.value}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump({'benchmark': 'train_step', 'depth': _DEPTH.value,
-               'image_size': _IMAGE_SIZE.value, 'batch': _BATCH.value,
-               'machine': {'platform': platform.platform(), 'processor': platform.processor(),
-                           'cpu_count': os.cpu_count()},
-               'command': ' '.join(['python'] + sys.argv), 'results': rows}, f, indent=1)
-  print(f'wrote {out}')
-
+  results_io.write('train_step',
+                   f'train_step_{kind}_r{_DEPTH.value}_{_IMAGE_SIZE.value}px_b{_BATCH.value}',
+                   {'depth': _DEPTH.value, 'image_size': _IMAGE_SIZE.value,
+                    'batch': _BATCH.value}, rows, _OUT.value)
 
 if __name__ == '__main__':
   app.run(main)

@@ -118,7 +118,7 @@ class FakeApis:
       return fault
     p = request.query
     start, num = int(p['start']), int(p['num'])
-    assert 1 <= num <= 10 and start + num <= 101, (start, num)
+    assert 0 < num <= 10 and start + num <= 101, (start, num)
     ids = hits(p['q'], start - 1, num)
     body = {'kind': 'customsearch#search', 'queries': {'request': [{'startIndex': start}]}}
     if ids:
