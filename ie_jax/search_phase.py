@@ -4,8 +4,15 @@ Resumable without lost or duplicated downloads: images go into store parts of
 `part_size` records, each committed atomically. On a restart, the URLs in this iteration's
 committed manifests are skipped and their hashes re-enter the dedup index, so only the
 part that was in progress is fetched again.
+
+Reproducible: downloads finish in any order, but records are stored, and checked for
+duplicates within the iteration, in job order (a reorder buffer). Which of two near-
+duplicates is kept therefore never depends on network timing, and a resumed run keeps the
+same images as an uninterrupted one.
 """
 import asyncio
+import collections
+import dataclasses
 import logging
 
 from ie_jax.utils import failpoints
@@ -59,6 +66,19 @@ def _committed(store: store_lib.WebStore, iteration: int, dedup, url_cache) -> s
   return done
 
 
+class _ReadOnlyDedup:
+  """A dedup index the downloader may consult but not extend."""
+
+  def __init__(self, index: dedup_lib.DedupIndex):
+    self._index = index
+
+  def check(self, sha256: str, phash: int):
+    return self._index.check(sha256, phash)
+
+  def add(self, sha256: str, phash: int) -> None:
+    del sha256, phash  # the search phase adds, in job order
+
+
 def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
         dedup: dedup_lib.DedupIndex, url_cache: dedup_lib.UrlCache, web_config,
         images_per_query: int, extra_file_roots=()) -> dict:
@@ -79,11 +99,29 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   if done:
     log.info('Iteration %d: %d URLs to fetch (%d already stored or attempted).', iteration,
              len(jobs), len(done) - len(jobs))
-  downloader = download.Downloader(download_options(web_config, extra_file_roots), dedup=dedup,
-                                   url_cache=url_cache)
+  # The downloader checks against earlier iterations and the target's test images only;
+  # duplicates within this iteration are decided below, in job order.
+  downloader = download.Downloader(download_options(web_config, extra_file_roots),
+                                   dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
   part = {'writer': None, 'count': 0}
+  counts = collections.Counter()
+  position = {job.url: i for i, job in enumerate(jobs)}
+  waiting, next_position = {}, [0]
 
   def sink(record: Record) -> None:
+    waiting[position[record.url]] = record
+    while next_position[0] in waiting:
+      store_in_order(waiting.pop(next_position[0]))
+      next_position[0] += 1
+
+  def store_in_order(record: Record) -> None:
+    if record.status == OK:
+      verdict = dedup.check(record.sha256, int(record.phash, 16))
+      if verdict is None:
+        dedup.add(record.sha256, int(record.phash, 16))
+      else:
+        record = dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None)
+    counts[record.status] += 1
     if part['writer'] is None:
       part['writer'] = store.writer(iteration)
     row = record.manifest_row()
@@ -98,7 +136,7 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
       failpoints.hit('search')  # a part is committed, the rest of the phase is not
 
   try:
-    counts = asyncio.run(downloader.run(jobs, sink))
+    asyncio.run(downloader.run(jobs, sink))
   except BaseException:
     if part['writer'] is not None:
       part['writer'].abort()
