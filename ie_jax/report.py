@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use('Agg')  # files only; no display on servers
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np
 from PIL import Image
 
@@ -27,6 +28,7 @@ def _curve(history: list, keys: list[str], title: str, path: str) -> bool:
       x, y = zip(*pts)
       ax.plot(x, y, marker='o', label=k)
   ax.set_xlabel('iteration')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_title(title)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
