@@ -43,6 +43,9 @@ class Explorer:
     self.model, self.train_state, self.step_fn, self.ckpt = explorer_setup.train_parts(
         config, self.mesh, workdir)
     self.embed_fn = train.make_embed_step(self.mesh, model=self.model)
+    # Built once: a fresh jit per iteration would recompile every time.
+    self.knn_reward = reward.make_knn_reward(self.mesh, k=config.explore.reward_k)
+    self.knn_classify = knn.make_knn(self.mesh)
     self.writer = explorer_setup.metric_writer(workdir)
     self.rng = jax.random.key(config.seed)
     self.state = explorer_state.ExplorerState()
@@ -138,7 +141,7 @@ class Explorer:
     cands = reward.embed_images(store_lib.RecordSource(self.store, [(it, i) for i in range(num)]),
                                 embed, self.mesh, desc='embed candidates', **kwargs)
     failpoints.hit('reward')
-    rewards = reward.make_knn_reward(self.mesh, k=self.config.explore.reward_k)(cands, targets)
+    rewards = self.knn_reward(cands, targets)
     self.side.save_array(self.state, 'rewards', rewards.astype(np.float32))
     monitor = {}
     if self.config.explore.knn_eval_examples > 0:
@@ -161,7 +164,7 @@ class Explorer:
     bank_targets, test_source, test_labels, n = self._knn_data
     queries = reward.embed_images(target_lib.Head(test_source, n), embed, self.mesh,
                                   desc='embed test', **kwargs)
-    scores, _ = knn.make_knn(self.mesh)(train_feats, bank_targets, queries)
+    scores, _ = self.knn_classify(train_feats, bank_targets, queries)
     return metrics.score(test_labels, scores, self.target.multi_label)
 
   def train(self) -> dict:
