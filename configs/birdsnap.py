@@ -16,4 +16,4 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  return [{'config.concepts.mode': 'random'}, {'config.concepts.mode': 'learned'}]
+  return common.table1_sweep()

@@ -178,3 +178,8 @@ def paper_config(arg: str | None, *, target: str, iterations: int, category: str
   config.init_checkpoint = arg.init
   return config
 
+
+
+def table1_sweep() -> list[dict]:
+  """Table 1's exploration rows for a target, as config overrides."""
+  return [{'config.concepts.mode': 'random'}, {'config.concepts.mode': 'learned'}]

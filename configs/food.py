@@ -20,5 +20,4 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """Table 1's exploration rows for this target, as config overrides."""
-  return [{'config.concepts.mode': 'random'}, {'config.concepts.mode': 'learned'}]
+  return common.table1_sweep()

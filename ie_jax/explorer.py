@@ -202,7 +202,7 @@ class Explorer:
                                                sharding.put_batch(views, self.mesh), self.rng)
       if done % self.config.log_every_steps == 0 or done == steps:
         metrics = jax.device_get(metrics)
-        explorer_setup.check_finite(metrics, int(self.train_state.step))
+        train.check_finite(metrics, int(self.train_state.step))
         losses.append(float(metrics['loss']))
         self.writer.write_scalars(int(self.train_state.step), metrics)
       if done % self.config.checkpoint_every_steps == 0 and done < steps:

@@ -124,12 +124,6 @@ def metric_writer(workdir: str):
   return metric_writer_lib.MetricWriter(os.path.join(workdir, 'logs'))
 
 
-def check_finite(metrics: dict, step: int) -> None:
-  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-  if bad:
-    raise FloatingPointError(f'Non-finite {bad} at step {step}: {metrics}.')
-
-
 def log_iteration(writer, iteration: int, summary: dict) -> None:
   scalars = {k: v for k, v in summary.items()
              if isinstance(v, (int, float)) and np.isfinite(v)}

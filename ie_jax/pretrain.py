@@ -10,7 +10,6 @@ import os
 import time
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
 from ie_jax import optim, train
@@ -83,9 +82,7 @@ def run(config, workdir: str):
     done = step + 1
     if done % config.log_every_steps == 0 or done == total_steps:
       metrics = jax.device_get(metrics)
-      bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-      if bad:
-        raise FloatingPointError(f'Non-finite {bad} at step {done}: {metrics}.')
+      train.check_finite(metrics, done)
       now = time.perf_counter()
       metrics['images_per_s'] = (done - last_log[1]) * batch_size / (now - last_log[0])
       metrics['skipped_records'] = skipped.skipped

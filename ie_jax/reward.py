@@ -80,18 +80,19 @@ def embed_images(source, embed_fn, mesh, *, image_size: int, batch_size: int,
                  desc: str = 'embed') -> np.ndarray:
   """Features [len(source), D] of every image of `source` (decoded, eval transform).
 
-  Batches are padded to a multiple of the device count and split over the mesh.
+  Every batch is padded to `batch_size` (rounded up to the device count), so the embed
+  step compiles once and each device gets an equal share of every batch.
   """
-  num_devices = mesh.devices.size
-  batch_size = max(num_devices, batch_size - batch_size % num_devices)
+  batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   out = []
-  for start in tqdm(range(0, len(source), batch_size), desc=desc, unit='batch'):
-    images = np.stack([augment.eval_transform(pipeline.decode(source[i]), image_size)
-                       for i in range(start, min(start + batch_size, len(source)))])
-    pad = (-len(images)) % num_devices
-    padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-    feats = np.asarray(embed_fn(jax.device_put(padded, sharding.batch_sharded(mesh))))
-    out.append(feats[:len(images)])
+  for start in tqdm(range(0, len(source), batch_size), desc=desc, unit='batch',
+                    disable=jax.process_index() > 0):
+    count = min(batch_size, len(source) - start)
+    batch = np.zeros((batch_size, image_size, image_size, 3), np.uint8)
+    for i in range(count):
+      batch[i] = augment.eval_transform(pipeline.decode(source[start + i]), image_size)
+    feats = embed_fn(sharding.put_batch(batch, mesh))
+    out.append(np.asarray(jax.device_get(feats), np.float32)[:count])
   if not out:
     return np.zeros((0, 0), np.float32)
   feats = np.concatenate(out)

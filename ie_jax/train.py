@@ -10,6 +10,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ie_jax.data.normalize import to_model_input
@@ -128,6 +129,13 @@ def train_step(state: TrainState, batch, rng, *, model: moco.MoCoV3,
       'param_norm': optax.tree.norm(params),
   }
   return new_state, metrics
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  """Fails loudly on a non-finite metric fetched at a log step."""
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(f'Non-finite {bad} at step {step}: {metrics}.')
 
 
 def embed_step(state: TrainState, images, *, model: moco.MoCoV3):

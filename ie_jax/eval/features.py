@@ -14,11 +14,8 @@ import os
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from tqdm import tqdm
 
-from ie_jax import optim, train
-from ie_jax.data import augment, pipeline
+from ie_jax import optim, reward, train
 from ie_jax.models import moco
 from ie_jax.utils import checkpoint, sharding
 
@@ -47,17 +44,11 @@ def open_checkpoints(workdir: str) -> checkpoint.Checkpointer:
 
 
 def read_meta(workdir: str, step: int) -> dict:
-  """The JSON `meta` item of one checkpoint, without reading its arrays."""
-  # `Checkpointer.restore` reads state and meta together, but the state's shapes are only
-  # known from the meta's config: so a manager that knows just the meta item reads it first.
-  manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={'meta': ocp.JsonCheckpointHandler()})
-  try:
-    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  finally:
-    manager.close()
+  """The JSON `meta` item of one checkpoint, without reading its arrays.
+
+  The state's shapes are only known from the meta's config, so it is read first.
+  """
+  return open_checkpoints(workdir).restore_meta(step)
 
 
 def check_architecture(saved: dict, config, where: str) -> None:
@@ -132,26 +123,12 @@ def restore(workdir: str, saved, mesh, step: int):
 
 def extract(state, model, mesh, images, image_size: int, batch_size: int = 256,
             desc: str = 'features') -> np.ndarray:
-  """Features [N, D] (float32) of a random-access image source, in order.
-
-  Every batch is padded to `batch_size` (rounded up to the device count), so the embed step
-  compiles once and each device gets an equal share.
-  """
-  num_devices = mesh.devices.size
-  batch_size = -(-batch_size // num_devices) * num_devices
-  embed = train.make_embed_step(mesh, model=model)
-  out = []
-  for start in tqdm(range(0, len(images), batch_size), desc=desc,
-                    disable=jax.process_index() > 0):
-    count = min(batch_size, len(images) - start)
-    batch = np.zeros((batch_size, image_size, image_size, 3), np.uint8)
-    for i in range(count):
-      batch[i] = augment.eval_transform(pipeline.decode(images[start + i]), image_size)
-    feats = embed(state, sharding.put_batch(batch, mesh))
-    out.append(np.asarray(jax.device_get(feats), np.float32)[:count])
-  if not out:
+  """Features [N, D] (float32) of a random-access image source, in order."""
+  if len(images) == 0:
     raise EvalError('The image source is empty: nothing to extract features from.')
-  return np.concatenate(out)
+  embed = train.make_embed_step(mesh, model=model)
+  return reward.embed_images(images, lambda batch: embed(state, batch), mesh,
+                             image_size=image_size, batch_size=batch_size, desc=desc)
 
 
 def dataset_key(target_config) -> str:
