@@ -2,6 +2,7 @@ r"""Wall time and peak memory of one concept-policy update, ours against scikit-
 
   python bench/policy.py                                   # 10,000 observations, 146,347 concepts
   python bench/policy.py --observations=2000 --concepts=20000   # a quick check
+  python bench/policy.py --runs=3 --sklearn=false             # median of three, ours only
 
 One update is what the explorer runs each iteration: fit the GP on the observed concepts,
 predict mu and sigma for every concept, score, softmax, tier. The embeddings are random
@@ -26,7 +27,8 @@ _OBS = flags.DEFINE_integer('observations', 10_000, 'Observed concepts.')
 _CONCEPTS = flags.DEFINE_integer('concepts', 146_347, 'Vocabulary size.')
 _DIM = flags.DEFINE_integer('dim', 384, 'Embedding size.')
 _ALPHA = flags.DEFINE_float('alpha', 1e-2, 'GP noise variance (PolicyConfig default).')
-_CHUNK = flags.DEFINE_integer('chunk_size', 4096, 'Concepts per GP prediction step.')
+_CHUNK = flags.DEFINE_integer('chunk_size', 8192, 'Concepts per GP prediction step.')
+_RUNS = flags.DEFINE_integer('runs', 1, 'Measurements of ours; the median is reported.')
 _SKLEARN = flags.DEFINE_bool('sklearn', True, 'Also time scikit-learn.')
 _SKLEARN_MEM = flags.DEFINE_float('sklearn_mem_gib', 20.0, 'Address-space cap for sklearn.')
 _TIMEOUT = flags.DEFINE_integer('timeout_s', 1800, 'Wall limit per measurement.')
@@ -62,8 +64,11 @@ def worker(kind):
     gp.fit(emb[observed].astype('float64'), scores)
     gp.predict(emb, return_std=True)
   wall = time.perf_counter() - start
-  peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-  print(json.dumps({'wall_s': wall, 'peak_rss_gib': peak_gib}))
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  # CPU seconds (all threads, imports included) are far less sensitive than wall time to
+  # other jobs sharing the cores.
+  print(json.dumps({'wall_s': wall, 'cpu_s': usage.ru_utime + usage.ru_stime,
+                    'peak_rss_gib': usage.ru_maxrss / 2**20}))  # KiB on Linux
 
 
 def measure(kind, n_concepts):
@@ -82,12 +87,24 @@ def measure(kind, n_concepts):
   return {**row, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+def median_of(runs):
+  """One row: the median wall time's run, with every run's numbers kept."""
+  ok = sorted((r for r in runs if 'error' not in r), key=lambda r: r['wall_s'])
+  if not ok:
+    return runs[0]
+  row = dict(ok[(len(ok) - 1) // 2])
+  if len(runs) > 1:
+    row['runs'] = [{k: r[k] for k in ('wall_s', 'cpu_s', 'peak_rss_gib', 'error') if k in r}
+                   for r in runs]
+  return row
+
+
 def main(argv):
   del argv
   if _WORKER.value:
     worker(_WORKER.value)
     return
-  rows = [measure('jax', _CONCEPTS.value)]
+  rows = [median_of([measure('jax', _CONCEPTS.value) for _ in range(_RUNS.value)])]
   if _SKLEARN.value:
     n = _CONCEPTS.value
     while n >= _OBS.value:
@@ -95,15 +112,19 @@ def main(argv):
       if 'error' not in rows[-1]:
         break
       n //= 2
-  print(f'{"impl":8} {"obs":>7} {"concepts":>9} {"wall s":>8} {"peak GiB":>9}  note')
+  print(f'{"impl":8} {"obs":>7} {"concepts":>9} {"wall s":>8} {"cpu s":>8} {"peak GiB":>9}'
+        '  note')
   for r in rows:
     wall = f'{r["wall_s"]:.1f}' if 'wall_s' in r else '-'
+    cpu = f'{r["cpu_s"]:.1f}' if 'cpu_s' in r else '-'
     peak = f'{r["peak_rss_gib"]:.2f}' if 'peak_rss_gib' in r else '-'
-    print(f'{r["impl"]:8} {r["observations"]:>7} {r["concepts"]:>9} {wall:>8} {peak:>9}  '
-          f'{r.get("error", "")}')
+    print(f'{r["impl"]:8} {r["observations"]:>7} {r["concepts"]:>9} {wall:>8} {cpu:>8} '
+          f'{peak:>9}  {r.get("error", "")}')
   os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
   with open(_OUT.value, 'w', encoding='utf-8') as f:
-    json.dump({'machine': {'platform': platform.platform(), 'cpus': os.cpu_count()},
+    json.dump({'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(),
+                           'load_average_at_end': os.getloadavg()},
+               'command': ' '.join(['python', 'bench/policy.py'] + sys.argv[1:]),
                'rows': rows}, f, indent=2)
 
 

@@ -106,6 +106,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Concepts section: the vocabulary and the policy over it.
   config.concepts = ml_collections.ConfigDict(dict(
       vocab='wordnet',             # 'wordnet' (146,347 noun lemma-senses) or a .tsv path
+      # >0 keeps the WordNet senses tagged at least this often in SemCor (16,816 at 1):
+      # a smaller everyday vocabulary for CPU runs, blind to the target. 0: all (paper).
+      min_lemma_count=0,
       mode='learned',              # random | learned | labels | labels+relevant | labels+learned
       smr=3.0,                     # softmax range: temperature = (max - min) / smr
       tier_bounds=(250, 1000),
@@ -141,8 +144,18 @@ def get_base_config() -> ml_collections.ConfigDict:
       part_size=2000,              # images per committed store part
   ))
 
-  # An offline world to build into WORKDIR/world and explore ('' = none): see ie_jax.worlds.
+  # An offline world to build and explore ('' = none): see ie_jax.worlds. It is built into
+  # world_dir ('' = WORKDIR/world); runs that share a world_dir build it once.
   config.world = ''
+  config.world_dir = ''
+
+  # What a launch does after exploring (ie_jax.session).
+  config.evaluate = ml_collections.ConfigDict(dict(
+      final_probe=False,   # linear + k-NN probe of the last checkpoint on the target test split
+      # Comma-separated concept modes to run side by side into WORKDIR/<mode> with one
+      # comparison report ('' = one run, config.concepts.mode, in WORKDIR).
+      compare_modes='',
+  ))
 
   # Initialisation: '' starts from scratch (with a warning); else the path of the official
   # MoCo v3 PyTorch checkpoint (r-50-100ep.pth.tar).

@@ -114,8 +114,14 @@ class Explorer:
     top = np.argsort(-probs)[:10]
     log.info('Iteration %d queries: %s', self.state.iteration,
              ', '.join(q for _, q in self.state.queries[:12]))
-    return {'policy_entropy': float(-(nz * np.log(nz)).sum()),
-            'top_concepts': [self.vocab.lemmas[i] for i in top]}
+    out = {'policy_entropy': float(-(nz * np.log(nz)).sum()),
+           'top_concepts': [self.vocab.lemmas[i] for i in top]}
+    if self.vocab.lexnames:  # where the policy looks, by WordNet's coarse categories
+      mass = {}
+      for lexname, p in zip(self.vocab.lexnames, probs):
+        mass[lexname] = mass.get(lexname, 0.0) + float(p)
+      out['policy_lexname_mass'] = {k: round(v, 6) for k, v in sorted(mass.items())}
+    return out
 
   def search(self) -> dict:
     counts = search_phase.run(

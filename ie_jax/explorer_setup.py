@@ -23,9 +23,10 @@ def load_world(config, workdir: str) -> dict | None:
   """Builds `config.world` (if any) into WORKDIR/world, with its search index."""
   if not config.world:
     return None
-  paths = worlds.build(config.world, os.path.join(workdir, 'world'))
+  directory = config.world_dir or os.path.join(workdir, 'world')
+  paths = worlds.build(config.world, directory)
   from ie_jax.web import local_index  # pylint: disable=g-import-not-at-top
-  paths['index'] = os.path.join(workdir, 'world', 'index')
+  paths['index'] = os.path.join(directory, 'index')
   try:
     local_index.load(paths['index'], corpus_dir=paths['corpus'])
   except local_index.LocalIndexError:  # missing, partial or stale: (re)build it
@@ -34,8 +35,19 @@ def load_world(config, workdir: str) -> dict | None:
   return paths
 
 
+def world_target(config, world) -> None:
+  """Points a 'folder' target without a data_dir at the world's own target.
+
+  The world's directory is only known once the workdir is, so the config cannot name it;
+  it is filled in here, and saved with the run's config, so probes find it too.
+  """
+  if world and 'target' in world and config.target.name == 'folder' and \
+      not config.target.data_dir:
+    config.target.data_dir = world['target']
+
+
 def load_target(config, world) -> target_lib.Target:
-  del world  # worlds bring their own target through config.target
+  world_target(config, world)
   target = target_lib.load(config.target, 'train')
   if len(target.source) < config.explore.reward_k:
     raise target_lib.TargetError(
@@ -55,7 +67,7 @@ def load_concepts(config, world, class_names=()):
   """
   name = config.concepts.vocab
   if name == 'wordnet':
-    vocab = vocab_lib.load_vocabulary()
+    vocab = vocab_lib.load_vocabulary().common(config.concepts.min_lemma_count)
   elif name == 'world':
     if world is None:
       raise ValueError("config.concepts.vocab='world' needs config.world to be set.")

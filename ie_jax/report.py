@@ -54,8 +54,41 @@ def candidate_grid(store, iteration: int, rewards: np.ndarray, path: str, n: int
   grid.save(path)
 
 
-def build(workdir: str, history: list) -> str:
-  """Writes the report for the finished iterations in `history`; returns index.html's path."""
+def lines_plot(series: dict, title: str, ylabel: str, path: str,
+               baselines: dict | None = None) -> None:
+  """One line per name in `series` ({iteration: value}), dashed horizontal baselines."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.4))
+  for name, points in series.items():
+    if points:
+      x = sorted(points)
+      ax.plot(x, [points[i] for i in x], marker='o', label=name)
+  for name, value in (baselines or {}).items():
+    ax.axhline(value, linestyle='--', color='grey', linewidth=1)
+    ax.annotate(name, (0, value), fontsize=7, color='grey', va='bottom')
+  ax.set_xlabel('iteration')
+  ax.set_ylabel(ylabel)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_page(path: str, page: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(page)
+  os.replace(tmp, path)
+
+
+def build(workdir: str, history: list, sections: tuple = ()) -> str:
+  """Writes the report for the finished iterations in `history`; returns index.html's path.
+
+  `sections` are (title, HTML) pairs shown after the plots, e.g. a probe's results.
+  """
   out = os.path.join(workdir, 'report')
   os.makedirs(out, exist_ok=True)
   plots = []
@@ -83,14 +116,12 @@ padding:4px;vertical-align:top;font-size:13px}} img{{max-width:100%}}</style></h
 <h1>Internet Explorer run: {html.escape(os.path.abspath(workdir))}</h1>
 <p>{len(history)} iterations finished.</p>
 {''.join(f'<img src="{p}" alt="{p}">' for p in plots)}
+{''.join(f'<h2>{html.escape(title)}</h2>{body}' for title, body in sections)}
 <h2>Iterations</h2>
 <table><tr><th>it</th><th>most probable concepts before sampling</th>
 <th>best-scoring queries</th><th>mean reward</th>
 <th>best (top row) and worst (bottom row) candidates</th></tr>
 {''.join(rows)}</table></body></html>"""
   path = os.path.join(out, 'index.html')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(page)
-  os.replace(tmp, path)
+  write_page(path, page)
   return path

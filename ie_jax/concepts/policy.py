@@ -69,7 +69,7 @@ class PolicyConfig:
   length_scale: float = 1.0
   alpha: float = 1e-2
   normalize_y: bool = True
-  chunk_size: int = 4096
+  chunk_size: int = 8192
   replace: bool = False
   top_k: int = 10
   min_images: int = 10
@@ -165,7 +165,7 @@ class Observations:
 
 def learned_scores(embeddings, observations: Observations, *, length_scale: float = 1.0,
                    alpha: float = 1e-2, normalize_y: bool = True,
-                   chunk_size: int = 4096) -> np.ndarray:
+                   chunk_size: int = 8192) -> np.ndarray:
   """Per-concept score: the observed mean where observed, the GP's mu + sigma elsewhere.
 
   Args:
@@ -184,9 +184,12 @@ def learned_scores(embeddings, observations: Observations, *, length_scale: floa
     raise ValueError('learned_scores needs at least one observation.')
   fit = gpr.gpr_fit(embeddings[ids], means, length_scale=length_scale, alpha=alpha,
                     normalize_y=normalize_y)
-  mean, std = gpr.gpr_predict(fit, embeddings, chunk_size=chunk_size)
-  scores = mean.astype(np.float64) + std
+  # Observed concepts keep their own score: predicting them too would be wasted solves.
+  scores = np.empty((embeddings.shape[0],), np.float64)
   scores[ids] = means
+  unobserved = np.setdiff1d(np.arange(embeddings.shape[0]), ids, assume_unique=True)
+  mean, std = gpr.gpr_predict(fit, embeddings[unobserved], chunk_size=chunk_size)
+  scores[unobserved] = mean.astype(np.float64) + std
   return scores
 
 

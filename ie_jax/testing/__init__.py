@@ -1,1 +1,2 @@
-"""Reference implementations used by tests and benchmarks (need the torch extra)."""
+"""Reference implementations and fakes for tests and benchmarks: the PyTorch MoCo v3
+reference (needs the torch extra) and the fault-injecting web server (`fault_server`)."""

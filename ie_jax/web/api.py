@@ -110,8 +110,10 @@ class JsonClient:
           else:
             try:
               return json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-              raise self.error(f'malformed JSON ({e}): {_snippet(body)}') from None
+            # ValueError: bad JSON or UTF-8, or an integer past Python's 4,300-digit limit;
+            # RecursionError: arrays or objects nested a few thousand deep.
+            except (ValueError, RecursionError) as e:
+              raise self.error(f'malformed JSON ({str(e)[:200]}): {_snippet(body)}') from None
       except (aiohttp.ClientError, TimeoutError) as e:
         # The exception text may hold the request URL, and with it a key: log the type only.
         why = f'{type(e).__name__}: {self.redact(str(e))}'
@@ -147,7 +149,7 @@ def parse_retry_after(value: str | None) -> float | None:
   if not value or not value.strip():
     return None
   value = value.strip()
-  if value.isdigit():
+  if value.isascii() and value.isdigit():  # str.isdigit() also accepts '²' and '٣'
     return float(value)
   try:
     when = email.utils.parsedate_to_datetime(value)

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 TABLES = ('captions.csv', 'captions.jsonl')
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')  # preference order within one tar key
 SKIP_REASONS = {
-    'bad_row': 'a table row with a blank `file`, or a captions.jsonl line that is not an '
-               'object with string `file` and `caption`',
+    'bad_row': 'a table row with a blank `file` (or one holding a NUL), or a captions.jsonl '
+               'line that is not an object with string `file` and `caption`',
     'empty_caption': 'a blank caption (table row, KEY.txt or KEY.json)',
     'outside_corpus': 'a table path that is absolute or leads (maybe by symlink) outside the root',
     'missing_file': 'a table row naming a file that does not exist',
@@ -165,7 +165,7 @@ def _table_rows(path: str):
         continue
       try:
         row = json.loads(line)
-      except json.JSONDecodeError:
+      except (ValueError, RecursionError):  # bad JSON, 4,300+ digit ints, deep nesting
         row = None
       if (isinstance(row, dict) and isinstance(row.get('file'), str)
           and isinstance(row.get('caption'), str)):
@@ -189,7 +189,7 @@ def _scan_table(root: str, table: str, skips: _Skips, progress: bool) -> list[En
 
 def _add_row(real_root: str, where: str, file: str | None, caption: str, entries: list,
              seen: set, skips: _Skips) -> None:
-  if file is None or not file.strip():
+  if file is None or not file.strip() or '\x00' in file:  # no path holds a NUL
     skips.add('bad_row', where)
     return
   caption = ' '.join(caption.split())
@@ -257,7 +257,7 @@ def _tar_caption(tar: tarfile.TarFile, fields: dict) -> str | None:
   if 'json' in fields:
     try:
       meta = json.loads(tar.extractfile(fields['json']).read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # as in _table_rows; UnicodeDecodeError too
       meta = None
     if isinstance(meta, dict) and isinstance(meta.get('caption'), str):
       return ' '.join(meta['caption'].split())

@@ -56,12 +56,15 @@ class Downloader:
     dedup: hashes kept in earlier iterations and the forbidden test hashes; updated in
       place with every image this downloader keeps. A fresh one if None.
     url_cache: URLs attempted earlier; updated in place. A fresh one if None.
+    resolver: an aiohttp resolver for host names (default: the system's); the address
+      guard checks its every answer. Tests and benchmarks pass a fixed table.
   """
 
   def __init__(self, options: DownloadOptions = DownloadOptions(),
                dedup: dedup_lib.DedupIndex | None = None,
-               url_cache: dedup_lib.UrlCache | None = None):
+               url_cache: dedup_lib.UrlCache | None = None, resolver=None):
     self.options = options
+    self.resolver = resolver
     self.dedup = dedup if dedup is not None else dedup_lib.DedupIndex()
     self.url_cache = url_cache if url_cache is not None else dedup_lib.UrlCache()
 
@@ -97,7 +100,7 @@ class Downloader:
     # pending set would cost O(pending) per completion.
     finished: asyncio.Queue = asyncio.Queue()
     with concurrent.futures.ThreadPoolExecutor(workers, 'ie-decode') as executor:
-      async with fetch_lib.new_session(self.options.fetch) as session:
+      async with fetch_lib.new_session(self.options.fetch, self.resolver) as session:
         fetcher = fetch_lib.Fetcher(session, self.options.fetch, executor)
         pending: set[asyncio.Task] = set()
 

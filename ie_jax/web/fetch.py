@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 import yarl
+from aiohttp import abc as aiohttp_abc
 
 from ie_jax.web import api
 from ie_jax.web import corpus
@@ -71,12 +72,19 @@ class _Retry(Rejected):
     self.retry_after = retry_after
 
 
-def new_session(options: FetchOptions) -> aiohttp.ClientSession:
-  """A session whose every connection goes through the address guard."""
+def new_session(options: FetchOptions,
+                resolver: aiohttp_abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
+  """A session whose every connection goes through the address guard.
+
+  Args:
+    options: the limits and the guard's allow-list.
+    resolver: where host names are looked up (default: the system's); every address it
+      answers is checked by the guard, so a fake one (tests, benchmarks) cannot open it.
+  """
   guard = ssrf.AddressGuard(options.allow_networks)
   connector = aiohttp.TCPConnector(
       limit=options.concurrency, limit_per_host=0, ttl_dns_cache=300,
-      resolver=ssrf.GuardedResolver(guard))
+      resolver=ssrf.GuardedResolver(guard, resolver))
   # No proxies from the environment (they would bypass the guard), no cookies (nothing
   # here logs in, and a cookie jar is state an attacker's redirects could write to).
   return aiohttp.ClientSession(

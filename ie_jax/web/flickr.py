@@ -25,6 +25,8 @@ class Flickr:
     self._client = api.JsonClient(self.name, http, secrets=(self._key,))
 
   async def search(self, query: str, n: int) -> list[api.Result]:
+    if n <= 0:
+      return []
     per_page = min(n, MAX_PER_PAGE)
     found, bad = [], 0
     async with self._client.session() as session:

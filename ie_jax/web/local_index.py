@@ -189,6 +189,11 @@ class Index:
 
 
 def read_manifest(index_dir: str) -> dict:
+  """The index's manifest, checked for the fields and types `load` relies on.
+
+  Raises:
+    LocalIndexError: missing, unreadable, of another format or version, or malformed.
+  """
   path = os.path.join(index_dir, MANIFEST)
   if not os.path.exists(path):
     raise LocalIndexError(
@@ -197,11 +202,38 @@ def read_manifest(index_dir: str) -> dict:
   try:
     with open(path, encoding='utf-8') as f:
       manifest = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise LocalIndexError(f'Unreadable {path}: {e}') from e
-  if manifest.get('format') != FORMAT or manifest.get('version') != VERSION:
+  # ValueError: bad JSON or UTF-8, or huge integers; RecursionError: deep nesting.
+  except (OSError, ValueError, RecursionError) as e:
+    raise LocalIndexError(f'Unreadable {path}: {str(e)[:200]}') from e
+  if (not isinstance(manifest, dict) or manifest.get('format') != FORMAT
+      or manifest.get('version') != VERSION):
     raise LocalIndexError(f'{path} is not a version-{VERSION} {FORMAT} manifest; rebuild it.')
+  problem = _manifest_problem(manifest)
+  if problem:
+    raise LocalIndexError(f'{path} is damaged ({problem}); rebuild the index.')
   return manifest
+
+
+def _manifest_problem(manifest: dict) -> str:
+  """What is wrong with the fields of a manifest `build` wrote, or ''."""
+  def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if not is_int(manifest.get('rows')) or manifest['rows'] < 0:
+    return '"rows" is not a count'
+  for key in ('corpus_dir', 'content_sha256'):
+    if not isinstance(manifest.get(key), str):
+      return f'"{key}" is not a string'
+  sources = manifest.get('sources')
+  if not isinstance(sources, list) or not all(
+      isinstance(s, dict) and isinstance(s.get('path'), str) for s in sources):
+    return '"sources" is not a list of {"path", ...} objects'
+  spec = manifest.get('embeddings', 'missing')
+  if spec is not None and not (
+      isinstance(spec, dict) and isinstance(spec.get('file'), str) and is_int(spec.get('dim'))
+      and spec.get('dtype') in ('float16', 'float32')
+      and isinstance(spec.get('model_fingerprint'), str)):
+    return '"embeddings" is neither null nor {file, dim, dtype, model_fingerprint}'
+  return ''
 
 
 def load(index_dir: str, *, corpus_dir: str | None = None) -> Index:
@@ -213,31 +245,50 @@ def load(index_dir: str, *, corpus_dir: str | None = None) -> Index:
       `index_dir`, so an index inside its corpus moves with it).
 
   Raises:
-    LocalIndexError: missing, incomplete or inconsistent index files.
+    LocalIndexError: missing, incomplete, damaged or inconsistent index files.
     StaleIndexError: the corpus changed since the build.
   """
   manifest = read_manifest(index_dir)
   if corpus_dir is None:
     corpus_dir = os.path.normpath(os.path.join(index_dir, manifest['corpus_dir']))
   check_fresh(index_dir, manifest, corpus_dir)
-  entries = []
-  with open(os.path.join(index_dir, RECORDS), encoding='utf-8') as f:
-    for line in f:
-      row = json.loads(line)
-      entries.append(corpus.Entry(row['caption'], file=row.get('file', ''),
-                                  tar=row.get('tar', ''), member=row.get('member', '')))
+  entries = _read_records(os.path.join(index_dir, RECORDS))
   if len(entries) != manifest['rows'] or content_sha256(entries) != manifest['content_sha256']:
     raise LocalIndexError(f'{RECORDS} in {index_dir} does not match its manifest; rebuild.')
   embeddings = None
   if manifest['embeddings'] is not None:
     spec = manifest['embeddings']
-    embeddings = np.load(os.path.join(index_dir, spec['file']), mmap_mode='r')
+    try:
+      embeddings = np.load(os.path.join(index_dir, spec['file']), mmap_mode='r')
+    except (OSError, ValueError) as e:  # missing, truncated, or not a .npy array
+      raise LocalIndexError(f'Unreadable {spec["file"]} in {index_dir}: {e}. Rebuild.') from e
     if embeddings.shape != (len(entries), spec['dim']) or embeddings.dtype != spec['dtype']:
       raise LocalIndexError(
           f'{spec["file"]} in {index_dir} has shape {embeddings.shape} {embeddings.dtype}; '
           f'the manifest says ({len(entries)}, {spec["dim"]}) {spec["dtype"]}. Rebuild.')
   return Index(index_dir, corpus_dir, manifest, [e.caption for e in entries],
                corpus.urls(corpus_dir, entries), embeddings)
+
+
+def _read_records(path: str) -> list[corpus.Entry]:
+  """The entries of records.jsonl. Raises `LocalIndexError` on a damaged file."""
+  entries = []
+  try:
+    with open(path, encoding='utf-8') as f:
+      for number, line in enumerate(f, 1):
+        try:
+          row = json.loads(line)
+        except (ValueError, RecursionError) as e:
+          raise LocalIndexError(f'{path}:{number} is not JSON ({str(e)[:100]}); rebuild.') from e
+        fields = ('caption', 'file', 'tar', 'member')
+        if not (isinstance(row, dict) and isinstance(row.get('caption'), str)
+                and all(isinstance(row.get(k, ''), str) for k in fields)):
+          raise LocalIndexError(f'{path}:{number} is not a record of {fields}; rebuild.')
+        entries.append(corpus.Entry(row['caption'], file=row.get('file', ''),
+                                    tar=row.get('tar', ''), member=row.get('member', '')))
+  except (OSError, UnicodeDecodeError) as e:
+    raise LocalIndexError(f'Unreadable {path}: {e}; rebuild the index.') from e
+  return entries
 
 
 def check_fresh(index_dir: str, manifest: dict, corpus_dir: str) -> None:

@@ -29,6 +29,7 @@ REASONS = {
     'decode_error': 'the image data is corrupt',
     'decompression_bomb': 'the declared pixel count exceeds the limit',
     'too_small': 'the short side is below the minimum',
+    'bad_aspect': "so elongated that the stored image would exceed JPEG's 65,500-px side",
     'duplicate_url': 'the URL was already attempted (this run or an earlier one)',
     'duplicate_sha256': 'the re-encoded image is byte-identical to one already kept',
     'near_duplicate': 'the perceptual hash is within the threshold of one already kept',

@@ -58,10 +58,21 @@ class AddressGuard:
 
 
 def ip_literal(host: str) -> Address | None:
-  """The address if `host` is an IP literal (brackets allowed), else None."""
+  """The address if `host` is an IP literal (brackets allowed), else None.
+
+  Shorthand IPv4 forms that `ipaddress` does not parse ('127.1', '2130706433',
+  '0177.0.0.1', '0') count as literals of the address the C library's `inet_aton` reads
+  them as: an HTTP client that sends such a host straight to connect() reaches that
+  address without asking any resolver (aiohttp treats all-digit hosts as addresses).
+  """
+  host = host.strip('[]').split('%', 1)[0]
   try:
-    return ipaddress.ip_address(host.strip('[]').split('%', 1)[0])
+    return ipaddress.ip_address(host)
   except ValueError:
+    pass
+  try:
+    return ipaddress.IPv4Address(socket.inet_aton(host))
+  except (OSError, ValueError):  # not an address at all; ValueError: NUL or non-ASCII
     return None
 
 

@@ -121,18 +121,27 @@ class WebStore:
     return readers[part].read([int(index - offsets[part])])[0]
 
   def manifest(self, iteration: int) -> list[dict]:
-    """All rows of an iteration, in part order; ok rows carry their (iteration, index)."""
+    """All rows of an iteration, in part order; ok rows carry their (iteration, index).
+
+    Raises:
+      ValueError: a line is not a JSON object (bad JSON or UTF-8, deep nesting), or an ok
+        row has no integer `part_index`; the message names the file and line.
+    """
     rows, base = [], 0
     for part in self.parts(iteration):
       path = part.replace('images-', 'manifest-').replace('.array_record', '.jsonl')
       count = 0
-      with open(path, encoding='utf-8') as f:
+      with open(path, 'rb') as f:  # bytes: bad UTF-8 is then reported with its line
         for line_no, line in enumerate(f, 1):
           try:
             row = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise ValueError(f'{path}:{line_no} is not valid JSON: {e}') from e
+          except (ValueError, RecursionError) as e:
+            raise ValueError(f'{path}:{line_no} is not valid JSON: {str(e)[:200]}') from e
+          if not isinstance(row, dict):
+            raise ValueError(f'{path}:{line_no} is not a JSON object.')
           if row.get('status') == 'ok':
+            if type(row.get('part_index')) is not int:  # pylint: disable=unidiomatic-typecheck
+              raise ValueError(f'{path}:{line_no} is an ok row without an integer part_index.')
             row['index'] = base + row['part_index']
             count += 1
           row['iteration'] = iteration

@@ -20,6 +20,8 @@ _MAGIC = (
     (b'GIF87a', 'GIF'),
     (b'GIF89a', 'GIF'),
 )
+# The longest side a JPEG can have (Pillow refuses to encode more than libjpeg's 65,500).
+_JPEG_MAX_SIDE = 65_500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ def process(data: bytes, limits: ImageLimits) -> Processed:
 
   Raises:
     Rejected: with reason 'empty_body', 'unsupported_format', 'decompression_bomb',
-      'too_small', 'truncated' or 'decode_error'.
+      'too_small', 'bad_aspect', 'truncated' or 'decode_error'.
   """
   if not data:
     raise Rejected('empty_body')
@@ -83,6 +85,10 @@ def process(data: bytes, limits: ImageLimits) -> Processed:
       raise Rejected('decompression_bomb', f'{width}x{height} > {limits.max_pixels} pixels')
     if min(width, height) < limits.min_side:
       raise Rejected('too_small', f'{width}x{height}, min side {limits.min_side}')
+    # A 70,000 x 64 strip passes both checks above, then fails in the JPEG encoder.
+    if max(width, height) * min(1.0, limits.max_side / min(width, height)) > _JPEG_MAX_SIDE:
+      raise Rejected('bad_aspect', f'{width}x{height} stays over {_JPEG_MAX_SIDE} px long '
+                     f'once its short side is {limits.max_side}')
     try:
       rgb = _decode_rgb(image, limits.max_side)
     except Exception as e:  # corrupt data surfaces only when pixels are decoded

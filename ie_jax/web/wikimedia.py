@@ -8,6 +8,9 @@ with `maxlag`, as the API etiquette asks.
 from ie_jax.web import api
 
 MAX_LIMIT = 50  # thumbnails the servers scale in one request stay modest
+# CirrusSearch serves no results past offset 10,000: an answer that keeps offering more
+# (pages of items without URLs, offsets that creep forward) is cut off there.
+MAX_OFFSET = 10_000
 _RETRY_CODES = frozenset({'maxlag', 'ratelimited'})
 
 
@@ -24,9 +27,10 @@ class WikimediaCommons:
     self._client = api.JsonClient(self.name, http)
 
   async def search(self, query: str, n: int) -> list[api.Result]:
-    found, bad, offset = [], 0, 0
+    found, bad, offset, requests = [], 0, 0, 0
     async with self._client.session() as session:
       while len(found) < n:
+        requests += 1
         params = {'action': 'query', 'format': 'json', 'formatversion': 2,
                   'generator': 'search', 'gsrsearch': f'{query} filetype:bitmap',
                   'gsrnamespace': 6, 'gsrlimit': min(n - len(found), MAX_LIMIT),
@@ -52,7 +56,8 @@ class WikimediaCommons:
           else:
             found.append((url, str(page.get('title') or '').removeprefix('File:')))
         next_offset = api.dig(body, 'continue', 'gsroffset')
-        if not pages or not isinstance(next_offset, int) or next_offset <= offset:
+        if (not pages or not isinstance(next_offset, int) or next_offset <= offset
+            or next_offset >= MAX_OFFSET or requests >= MAX_OFFSET // MAX_LIMIT):
           break
         offset = next_offset
     api.skipped(self.name, bad, 'without an image URL')
@@ -65,8 +70,10 @@ class WikimediaCommons:
       error = body.get('error') if isinstance(body, dict) else None
       if not isinstance(error, dict):
         return body
-      if error.get('code') not in _RETRY_CODES or attempt == self._client.options.retries:
+      code = error.get('code')
+      if (not isinstance(code, str) or code not in _RETRY_CODES
+          or attempt == self._client.options.retries):
         raise self._client.error(
-            f'API error {error.get("code")}: {str(error.get("info"))[:200]}')
+            f'API error {str(code)[:100]}: {str(error.get("info"))[:200]}')
       await self._client.sleep_backoff(attempt)
     raise AssertionError('unreachable')

@@ -1,0 +1,64 @@
+r"""The embedded offline demo: targeted exploration of a real emoji-and-icon web on a CPU.
+
+  python launch.py --config=configs/demo.py --workdir=runs/demo
+  python launch.py --config=configs/demo.py:compare --workdir=runs/demo-compare
+
+The first run builds the world from npm packages (`ie_jax/worlds/demo_world.py`: about 22k
+openly licensed emoji and icons with their names and keywords as captions, and a target of
+Microsoft Fluent emoji of animals, plants, food and drink, a style the web lacks), then
+explores it through the offline local engine with everyday WordNet nouns as concepts,
+probes the final encoder on the target's test split, and scores the run against the
+world's hidden ground truth: `runs/demo/report/index.html`.
+
+Hardware and time: a 2-core CPU; see BENCHMARKS.md for measured times of both commands.
+`compare` runs the `learned`, `random` and `labels+learned` modes one after the other into
+WORKDIR/<mode> and writes WORKDIR/report/index.html with their curves side by side.
+
+This is a miniature: a small ResNet at 32 px, few iterations, a scaled-down vocabulary
+(WordNet senses tagged in SemCor), so it shows the mechanism, not the paper's accuracies.
+
+`get_config` arguments, e.g. `configs/demo.py:mode=random,iterations=4`:
+  mode: learned | random | labels | labels+relevant | labels+learned.
+  iterations: explore iterations.
+  compare: run learned, random and labels+learned side by side.
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, mode='learned', iterations=8, compare=False)
+  config = common.get_base_config()
+  config.model.depth = 18
+  config.model.width = 16
+  config.model.small_stem = True
+  config.model.dim = 64
+  config.model.mlp_dim = 256
+  config.moco.image_size = 32
+  config.train.batch_size = 64
+  config.target.name = 'folder'   # data_dir: the world's target, filled in at run time
+  config.data.num_workers = 0
+
+  config.world = 'demo'
+  config.concepts.vocab = 'wordnet'
+  config.concepts.min_lemma_count = 1
+  config.concepts.mode = arg.mode
+  config.concepts.label_category = 'emoji'
+  config.web.engine = 'local'
+  config.web.min_side = 32
+  config.web.max_side = 64
+  config.web.part_size = 500
+  config.explore.iterations = arg.iterations
+  config.explore.queries_per_iteration = 32
+  config.explore.images_per_query = 20
+  config.explore.min_images_per_query = 5
+  config.explore.epochs_per_iteration = 1
+  config.explore.finetune_epochs = 0
+  config.explore.embed_batch_size = 256
+  config.explore.knn_eval_examples = 0
+
+  config.evaluate.final_probe = True
+  if arg.compare:
+    config.evaluate.compare_modes = 'learned,random,labels+learned'
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 50
+  return config

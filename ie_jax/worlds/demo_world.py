@@ -1,0 +1,259 @@
+"""The embedded demo world: an offline "web" of openly licensed emoji and icons, and a
+target of Microsoft Fluent emoji from a style the web never shows.
+
+  python -m ie_jax.worlds build demo [--cache DIR] [--out DIR]
+
+Everything comes from npm packages, fetched with `npm pack` at pinned versions and
+checksums (`packages.py`), rendered with resvg:
+
+* **web** (`corpus/`, a local-engine corpus): the emoji of nine design families' sets
+  (Twemoji, Noto, Noto v1, OpenMoji, EmojiOne 2, EmojiOne 1, EmojiOne mono, FxEmoji,
+  Streamline) captioned with their CLDR name and keywords, plus Material Design Icons and
+  game-icons.net silhouettes as distractors captioned with their icon names. Emoji icons
+  that cannot be tied to an emoji are left out (their ground truth would be unknown).
+* **target** (`target/{train,test}/<class>/`): Fluent Flat renders of the emoji in twelve
+  animal, plant, food and drink subgroups of Unicode's CLDR grouping, split 50/50 by emoji.
+  No Microsoft style is in the web.
+* **ground truth** (`ground_truth.json`, for scoring only; the explorer never reads it):
+  for each web image, the subgroup its source metadata puts it in, if any. An icon counts
+  when its name is an emoji's CLDR name.
+* `NOTICE`: every package, version, licence and attribution.
+
+The build happens in `<out>.partial/` and is renamed into place when complete, so a world
+directory that exists is whole. An interrupted build resumes: fetched packages stay in the
+cache and each finished style's renders are kept.
+"""
+import collections
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+import tqdm
+
+from ie_jax.concepts import cache
+from ie_jax.worlds import emoji as emoji_lib
+from ie_jax.worlds import iconify, packages
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+IMAGE_SIZE = 64
+P = packages.Package
+CATALOGUE = P('emojibase-data', '17.0.0', 'sha512-Yvgb5AWoHViHV/gq1qr5ZAarcBip+B27/ZLRsUJkbgAEaLlZ/fof9g882LTpmEpyhBNEC0m2SEmItljHsTygjA==', 'MIT', 'Milles J. (emojibase), Unicode CLDR')  # pylint: disable=line-too-long
+# style name -> package. Emoji styles first, then distractor icon sets.
+WEB_EMOJI = {
+    'twemoji': P('@iconify-json/twemoji', '1.2.5', 'sha512-uKpuIEV0v6K5BW3Mjdyl+XKFVAbbcPxAgifKvEMtZoUZB5+YiY5zaMm2uNNCxyXzAWU9yNLlj41WU6/mvgALsw==', 'CC-BY-4.0', 'Twitter, Inc and other contributors (Twemoji)'),  # pylint: disable=line-too-long
+    'noto': P('@iconify-json/noto', '1.2.9', 'sha512-DQiuXENbun41ch+XPSV55H9FaWKpHTyz46YIKtSaKYD4fIDDzL1tR6H4np/T38jfrTAeI3rcKF0mqHYeZVAuaw==', 'Apache-2.0', 'Google Inc (Noto Emoji)'),  # pylint: disable=line-too-long
+    'noto_v1': P('@iconify-json/noto-v1', '1.2.5', 'sha512-/DsVMius69Q0fRS53z7QK1TROSuar606jiIx+laXtdsYGMXpf6LtHBx6CGfoo3UHHb/XpBsw+1L1x3eyPqMuVA==', 'Apache-2.0', 'Google Inc (Noto Emoji v1)'),  # pylint: disable=line-too-long
+    'openmoji': P('@iconify-json/openmoji', '1.2.29', 'sha512-vXdhkqcXVSO6suy+m9LbcUM3OdVyuNOtpV8/als/WqfkQIRxevL5Geb/g+6GH/Qwnq1OqksEmaDGTCmZ5nFKJQ==', 'CC-BY-SA-4.0', 'OpenMoji (HfG Schwaebisch Gmuend)'),  # pylint: disable=line-too-long
+    'emojione': P('@iconify-json/emojione', '1.2.3', 'sha512-T9+T3HIbJNLKKsmxYKlaYhvnHYkz/HNYTV7SHCXVZPfeUi4FqskY70YeN8yYAZT8cCv7w5vJxS4Q1m8zb9CMMg==', 'CC-BY-4.0', 'Emoji One (EmojiOne 2)'),  # pylint: disable=line-too-long
+    'emojione_v1': P('@iconify-json/emojione-v1', '1.2.3', 'sha512-UjI2VQEXVtGlPBvQuxEizro7QCgBcJDOYwKUupquvvZ8UV4xOlvm45IU82JYWegiAWLerY79gFLMZ26U6Ms+ww==', 'CC-BY-SA-4.0', 'Emoji One (EmojiOne 1)'),  # pylint: disable=line-too-long
+    'emojione_mono': P('@iconify-json/emojione-monotone', '1.2.1', 'sha512-cZSNcPsuiAD6HCzCh/2dYKGh3pNI0jJlxBxQWfC33cQsPtqYZqulGBvlkThXYNvDl8VxgVHT9u+izyX/yeEIkA==', 'CC-BY-4.0', 'Emoji One (monotone)'),  # pylint: disable=line-too-long
+    'fxemoji': P('@iconify-json/fxemoji', '1.2.2', 'sha512-UAasRaxzFUKfIGSmLwnoarsssA4LX0VLLuEmplIqM6ZNQqIQRtav8tZ4H1neTlBreXuMQyAifr5jP4kn78DpiQ==', 'Apache-2.0', 'Mozilla (Firefox OS Emoji)'),  # pylint: disable=line-too-long
+    'streamline': P('@iconify-json/streamline-emojis', '1.2.4', 'sha512-iNr9T9XuZVTyQPJO8ZlLxBzPkpi7qMl+z1l0C31vpEMqhPMelth3n7CeWQYtixdetDPdI81yeG4ROqjWpYJE6A==', 'CC-BY-4.0', 'Streamline (streamlinehq.com)'),  # pylint: disable=line-too-long
+}
+WEB_ICONS = {
+    'mdi': P('@iconify-json/mdi', '1.2.3', 'sha512-O3cLwbDOK7NNDf2ihaQOH5F9JglnulNDFV7WprU2dSoZu3h3cWH//h74uQAB87brHmvFVxIOkuBX2sZSzYhScg==', 'Apache-2.0', 'Pictogrammers (Material Design Icons)'),  # pylint: disable=line-too-long
+    'game_icons': P('@iconify-json/game-icons', '1.2.4', 'sha512-/HDDZxowXgDJcOEwPspUCq5RuDdl25OyZKdtxqqiPJQNTrWIym7r4StLzIVs77DyNzOWWhH5wDqwYR3WHeDfkg==', 'CC-BY-3.0', 'game-icons.net contributors (Lorc, Delapouite and others)'),  # pylint: disable=line-too-long
+}
+TARGET = P('@iconify-json/fluent-emoji-flat', '1.2.6', 'sha512-RY47RgPb47fYUiyrA64sIOL0+UU02s29sXpNBbIQRBUlPlfNFTKUmZDERGuxDs/7yNGWqQYvuaSYM1M4fRXlUw==', 'MIT', 'Microsoft Corporation (Fluent Emoji)')  # pylint: disable=line-too-long
+# The target's classes: the animal, plant, food and drink subgroups with >= 12 emoji,
+# subgroup -> class name (the folder name, and the query of the label-set modes).
+TARGET_CLASSES = {
+    'animal-mammal': 'mammal', 'animal-bird': 'bird', 'animal-marine': 'marine animal',
+    'animal-bug': 'bug', 'plant-flower': 'flower', 'plant-other': 'plant',
+    'food-fruit': 'fruit', 'food-vegetable': 'vegetable', 'food-prepared': 'prepared food',
+    'food-asian': 'asian food', 'food-sweet': 'sweet', 'drink': 'drink'}
+TARGET_SUBGROUPS = tuple(TARGET_CLASSES)
+
+
+class WorldBuildError(RuntimeError):
+  """The world could not be built; the message says which input failed and how."""
+
+
+def _stamp_ok(directory: str, name: str) -> bool:
+  try:
+    with open(os.path.join(directory, 'world.json'), encoding='utf-8') as f:
+      stamp = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return stamp.get('version') == VERSION and stamp.get('name') == name
+
+
+def _paths(directory: str) -> dict:
+  return {'corpus': os.path.join(directory, 'corpus'),
+          'target': os.path.join(directory, 'target'),
+          'ground_truth': os.path.join(directory, 'ground_truth.json')}
+
+
+def _write_json(path: str, data) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(data, f)
+  os.replace(tmp, path)
+
+
+def _caption(e: emoji_lib.Emoji) -> str:
+  # Names and keywords only: the subgroup is the target's label and stays out of the text.
+  tags = [t for t in e.tags if t.lower() != e.label.lower()]
+  return e.label + (': ' + ', '.join(tags) if tags else '')
+
+
+def _render_style(style: str, icon_set, items: list, staging: str, progress: bool) -> dict:
+  """Renders (name, caption, subgroup) items of one style; returns its counts.
+
+  The style's rows file is written last, so its presence marks the style done.
+  """
+  rows_path = os.path.join(staging, 'rows', f'{style}.jsonl')
+  if os.path.exists(rows_path):
+    with open(rows_path, encoding='utf-8') as f:
+      return {'images': sum(1 for _ in f), 'resumed': True}
+  image_dir = os.path.join(staging, 'corpus', 'images', style)
+  os.makedirs(image_dir, exist_ok=True)
+  rows, failed = [], collections.Counter()
+  for i, (name, caption, subgroup) in enumerate(tqdm.tqdm(
+      items, desc=f'render {style}', unit='icon', disable=not progress)):
+    try:
+      image = iconify.render(icon_set.svg(icon_set.resolve(name)), IMAGE_SIZE)
+    except iconify.RenderError as e:
+      failed[str(e)[:60]] += 1
+      continue
+    rel = f'images/{style}/{i:05d}.png'  # our own numbering: never a name from a package
+    image.save(os.path.join(staging, 'corpus', rel), optimize=False)
+    rows.append({'file': rel, 'caption': caption, 'subgroup': subgroup, 'style': style})
+  if failed:
+    log.warning('%s: %d icons failed to render (%s).', style, sum(failed.values()),
+                dict(failed.most_common(3)))
+  tmp = rows_path + '.tmp'
+  os.makedirs(os.path.dirname(rows_path), exist_ok=True)
+  with open(tmp, 'w', encoding='utf-8') as f:
+    for row in rows:
+      f.write(json.dumps(row) + '\n')
+  os.replace(tmp, rows_path)
+  return {'images': len(rows), 'render_failures': sum(failed.values())}
+
+
+def _split(keys: list[str]) -> tuple[list, list]:
+  """Half the emoji of a class to train, half to test, by a hash (stable across runs)."""
+  ordered = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+  return ordered[::2], ordered[1::2]
+
+
+def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_icons=None,
+          catalogue: packages.Package = CATALOGUE, target: packages.Package = TARGET,
+          name: str = 'demo', progress: bool = True) -> dict:
+  """Builds the world into `directory` (once; a complete world is reused).
+
+  Args:
+    directory: the world's directory.
+    cache_dir: where npm packages are kept (default: the ie_jax cache's packages/).
+    web_emoji, web_icons: style -> Package overrides (a small slice for tests).
+    catalogue, target: the emoji catalogue and target packages (overridable for tests).
+    name: recorded in the stamp; a directory holding another world is rebuilt.
+    progress: show progress bars.
+
+  Returns:
+    Paths: 'corpus', 'target', 'ground_truth'.
+
+  Raises:
+    WorldBuildError: a package could not be fetched, failed its checksum, changed layout,
+      or nothing could be rendered.
+  """
+  paths = _paths(directory)
+  if _stamp_ok(directory, name):
+    return paths
+  web_emoji = WEB_EMOJI if web_emoji is None else web_emoji
+  web_icons = WEB_ICONS if web_icons is None else web_icons
+  cache_dir = cache_dir or os.path.join(cache.default_cache_dir(), 'packages')
+  staging = directory.rstrip('/') + '.partial'
+  os.makedirs(os.path.join(staging, 'corpus'), exist_ok=True)
+  log.info('Building the %r world in %s (packages cached in %s).', name, directory, cache_dir)
+  try:
+    catalogue_package = catalogue
+    catalogue = emoji_lib.load(catalogue_package, packages.fetch(catalogue_package, cache_dir))
+    by_key = {e.key: e for e in catalogue}
+    by_label = {emoji_lib.slug(e.label): e for e in catalogue}
+    stats = {}
+    for style, package in {**web_emoji, **web_icons}.items():
+      icon_set = iconify.load(package, packages.fetch(package, cache_dir))
+      if style in web_emoji:
+        matched = emoji_lib.match_icons(catalogue, icon_set)
+        items = [(icon, _caption(by_key[key]), by_key[key].subgroup)
+                 for key, icon in sorted(matched.items())]
+      else:
+        items = []
+        for icon in icon_set.names():
+          twin = by_label.get(icon)  # an icon named exactly like an emoji shows that thing
+          items.append((icon, icon.replace('-', ' '), twin.subgroup if twin else ''))
+      stats[style] = _render_style(style, icon_set, items, staging, progress)
+    target_stats = _build_target(catalogue, target, cache_dir, staging, progress)
+  except (packages.PackageError, OSError) as e:
+    raise WorldBuildError(f'Building the {name!r} world stopped: {e} Run the same command '
+                          'again to resume; fetched packages and finished styles are '
+                          'kept.') from e
+  _finish(staging, directory, name, [catalogue_package, *web_emoji.values(),
+                                      *web_icons.values(), target],
+          list({**web_emoji, **web_icons}), stats, target_stats)
+  return paths
+
+
+def _build_target(catalogue, target, cache_dir: str, staging: str, progress: bool) -> dict:
+  icon_set = iconify.load(target, packages.fetch(target, cache_dir))
+  matched = emoji_lib.match_icons(catalogue, icon_set)
+  counts = collections.Counter()
+  for subgroup in TARGET_SUBGROUPS:
+    keys = [e.key for e in catalogue if e.subgroup == subgroup and e.key in matched]
+    for split, split_keys in zip(('train', 'test'), _split(keys)):
+      out = os.path.join(staging, 'target', split, TARGET_CLASSES[subgroup])
+      os.makedirs(out, exist_ok=True)
+      for i, key in enumerate(tqdm.tqdm(split_keys, desc=f'target {split} {subgroup}',
+                                        disable=not progress, leave=False)):
+        path = os.path.join(out, f'{i:04d}.png')
+        if not os.path.exists(path):
+          image = iconify.render(icon_set.svg(icon_set.resolve(matched[key])), IMAGE_SIZE)
+          image.save(path + '.tmp.png')
+          os.replace(path + '.tmp.png', path)
+        counts[split] += 1
+  if not counts['train'] or not counts['test']:
+    raise packages.PackageError(f'{target.spec}: no emoji of the target classes rendered.')
+  return dict(counts)
+
+
+def _finish(staging: str, directory: str, name: str, used: list, web: list, stats: dict,
+            target_stats: dict) -> None:
+  rows = []
+  for style in web:
+    with open(os.path.join(staging, 'rows', f'{style}.jsonl'), encoding='utf-8') as f:
+      rows.extend(json.loads(line) for line in f)
+  if not rows:
+    raise WorldBuildError(f'The {name!r} world has no web images: nothing rendered.')
+  with open(os.path.join(staging, 'corpus', 'captions.jsonl.tmp'), 'w',
+            encoding='utf-8') as f:
+    for row in rows:
+      f.write(json.dumps({'file': row['file'], 'caption': row['caption']}) + '\n')
+  os.replace(os.path.join(staging, 'corpus', 'captions.jsonl.tmp'),
+             os.path.join(staging, 'corpus', 'captions.jsonl'))
+  _write_json(os.path.join(staging, 'ground_truth.json'), {
+      'classes': list(TARGET_SUBGROUPS),
+      'images': {row['file']: {'subgroup': row['subgroup'], 'style': row['style']}
+                 for row in rows}})
+  relevant = sum(row['subgroup'] in TARGET_SUBGROUPS for row in rows)
+  with open(os.path.join(staging, 'NOTICE'), 'w', encoding='utf-8') as f:
+    f.write(f'The ie-jax {name!r} world is rendered from these npm packages. The images '
+            'keep their licences; attribution below.\n\n')
+    for package in used:
+      f.write(f'{package.spec}\n  licence: {package.license}\n  by: {package.attribution}\n'
+              f'  integrity: {package.integrity}\n\n')
+    f.write('CC-BY-SA-4.0 images (OpenMoji, EmojiOne 1) and renders derived from them are '
+            'shared under the same licence.\n')
+  shutil.rmtree(os.path.join(staging, 'rows'))
+  _write_json(os.path.join(staging, 'world.json'), {
+      'version': VERSION, 'name': name, 'web_images': len(rows),
+      'web_relevant': relevant, 'styles': stats, 'target': target_stats})
+  if os.path.exists(directory):
+    shutil.rmtree(directory)  # an older or other world: replaced whole
+  os.replace(staging, directory)
+  log.info('World %r: %d web images (%d in target classes), target %s.', name, len(rows),
+           relevant, target_stats)
