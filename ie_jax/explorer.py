@@ -19,7 +19,7 @@ from ie_jax.concepts import policy
 from ie_jax.data import pipeline
 from ie_jax.data import target as target_lib
 from ie_jax.eval import knn, metrics
-from ie_jax.utils import failpoints, sharding
+from ie_jax.utils import disk, failpoints, sharding
 from ie_jax.web import store as store_lib
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,23 @@ class Explorer:
   # The loop.
 
   def run(self) -> None:
+    """Runs to `config.explore.iterations`; a full disk stops it with resume advice."""
+    try:
+      self._run()
+    except (OSError, RuntimeError, ValueError) as e:
+      if not disk.is_disk_full(e):
+        raise
+      during = f'iteration {self.state.iteration}, phase {self.state.phase!r}'
+      error = disk.stopped(e, path=self.workdir, during=during,
+                           checkpoint_dir=self.ckpt.directory, step=self.ckpt.latest_step())
+      for close in (self.writer.close, self.ckpt.close):
+        try:
+          close()
+        except (OSError, RuntimeError, ValueError):
+          pass  # flushing logs can fail on the same full disk; the error above says why
+      raise error from e
+
+  def _run(self) -> None:
     steps = {'sample': self.sample, 'search': self.search, 'reward': self.reward,
              'train': self.train, 'replay': self.replay, 'update': self.update}
     if self.state.saves == 0:
@@ -279,6 +296,7 @@ class Explorer:
       self.save()
     self.writer.close()
     self.ckpt.close()
+    self.store.close()  # its readers reopen on demand, e.g. for a probe after the run
 
 
 def run(config, workdir: str) -> Explorer:

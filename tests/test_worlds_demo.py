@@ -221,3 +221,17 @@ def test_emoji_keys_slugs_and_render_errors():
   px = np.asarray(image)  # a 2:1 picture: centred, white above and below
   assert px.shape == (32, 32, 3) and tuple(px[16, 16]) == (255, 0, 0)
   assert tuple(px[2, 16]) == (255, 255, 255)
+
+
+def test_diagnosis_auc_matches_scikit_learn_with_ties():
+  from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
+  from ie_jax.worlds import diagnose  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  labels = rng.random(500) < 0.2
+  scores = np.round(rng.normal(size=500) + labels, 1)  # rounded: many ties
+  assert diagnose._auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)  # pylint: disable=protected-access
+  web, target = rng.normal(size=(50, 8)), rng.normal(size=(20, 8))
+  sims = (web / np.linalg.norm(web, axis=1, keepdims=True)) @ (
+      target / np.linalg.norm(target, axis=1, keepdims=True)).T
+  expected = np.sort(sims, axis=1)[:, -5:].mean(axis=1)
+  np.testing.assert_allclose(diagnose.knn_reward(web, target, 5), expected, rtol=1e-12)

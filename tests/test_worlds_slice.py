@@ -24,6 +24,7 @@ def test_slice_builds_and_one_iteration_explores_probes_and_scores(tmp_path):
   config.explore.queries_per_iteration = 6
   config.explore.images_per_query = 8
   config.explore.min_images_per_query = 2
+  config.explore.finetune_epochs = 1
   workdir = str(tmp_path / 'run')
 
   summary = session.run(config, workdir)

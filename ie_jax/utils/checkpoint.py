@@ -3,12 +3,20 @@
 Items: `state` (the TrainState pytree) and `meta` (JSON: whatever the caller needs to
 resume, e.g. the config and the explorer's state). Restores always pass target shardings,
 so a checkpoint written on N devices restores onto any other device count (orbax #648).
+
+A save writes into a temporary directory that Orbax renames when complete, so a kill or a
+full disk mid-save leaves the previous checkpoint as the latest. Such leftovers are deleted
+when the next writer opens the directory, or at once when the save failed for lack of space.
 """
+import glob
 import logging
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+
+from ie_jax.utils import disk, failpoints
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ class Checkpointer:
       raise CheckpointError(f'No checkpoint directory at {self.directory}.')
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        # A save killed half-way leaves `<step>.orbax-checkpoint-tmp*`; never read, but it
+        # would pile up with every kill.
+        cleanup_tmp_directories=not read_only,
         # Synchronous saves: a step is on disk when save() returns, so a kill right after
         # can never leave the last completed phase unsaved.
         enable_async_checkpointing=False)
@@ -51,9 +62,25 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    self._manager.wait_until_finished()
+    """Writes step `step`; when this returns it is on disk.
+
+    Raises:
+      disk.DiskFullError: no space for it; its partial files are deleted, and the previous
+        checkpoint stays the latest.
+    """
+    try:
+      failpoints.disk_full('checkpoint', os.path.join(self.directory, str(step)))
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+      self._manager.wait_until_finished()
+    except (OSError, RuntimeError, ValueError) as e:
+      if not disk.is_disk_full(e):
+        raise
+      # Synchronous saves and one writer: this step's temporary files are this save's own.
+      for partial in glob.glob(os.path.join(self.directory, f'{step}.orbax-checkpoint-tmp*')):
+        shutil.rmtree(partial, ignore_errors=True)
+      self._manager.reload()
+      raise disk.as_disk_full(e, os.path.join(self.directory, str(step))) from e
 
   def restore(self, state_template, step: int | None = None):
     """Restores `(state, meta)` at `step` (default: latest) into `state_template`'s shardings.

@@ -6,15 +6,22 @@ Layout under `root`:
 
 Each part is written to a temporary name and renamed when complete, so a killed run loses
 at most the part in progress, never a committed one, and never leaves a half-written file
-under a final name. Images are addressed by (iteration, index) across the parts of an
-iteration; the replay buffer is an array of such pairs, not a copy of the images.
+under a final name. A full disk is the same: the part in progress is deleted and a
+`disk.DiskFullError` names the file (ArrayRecord's writer buffers, so it only reports a
+failed write when the part is closed, and then as a RuntimeError). Images are addressed by
+(iteration, index) across the parts of an iteration; the replay buffer is an array of such
+pairs, not a copy of the images.
 """
+import collections
 import json
 import os
 import re
+import threading
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+from ie_jax.utils import disk, failpoints
 
 _PART = re.compile(r'^images-(\d{5})-(\d{3})\.array_record$')
 
@@ -39,26 +46,48 @@ class PartWriter:
 
   def add(self, jpeg: bytes, row: dict) -> None:
     """Stores an image; its manifest row gets `status='ok'` and its record `part_index`."""
+    failpoints.disk_full('store', self._tmp)
     self._writer.write(jpeg)
-    self._manifest.write(json.dumps({**row, 'status': 'ok', 'part_index': self.num_images}) + '\n')
+    self._write_row({**row, 'status': 'ok', 'part_index': self.num_images})
     self.num_images += 1
 
   def add_failure(self, row: dict) -> None:
     """Records a URL that produced no image; `row['status']` holds the reason."""
     if row.get('status', 'ok') == 'ok':
       raise ValueError(f'A failure row needs a failure status, got {row!r}.')
-    self._manifest.write(json.dumps({**row, 'part_index': -1}) + '\n')
+    self._write_row({**row, 'part_index': -1})
+
+  def _write_row(self, row: dict) -> None:
+    try:
+      self._manifest.write(json.dumps(row) + '\n')
+    except OSError as e:  # a flush of the buffer found the disk full: say which file
+      raise disk.as_disk_full(e, self._manifest_tmp) from e
 
   def commit(self) -> None:
-    """Makes the part visible: both files are synced and renamed to their final names."""
-    self._writer.close()
-    self._manifest.close()
-    _fsync_rename(self._manifest_tmp, self._manifest_final)
-    _fsync_rename(self._tmp, self._final)
+    """Makes the part visible: both files are synced and renamed to their final names.
+
+    Raises:
+      disk.DiskFullError: the disk filled up; the part is deleted, nothing is renamed.
+    """
+    path = self._tmp
+    try:
+      self._writer.close()
+      path = self._manifest_tmp
+      self._manifest.close()
+      _fsync_rename(self._manifest_tmp, self._manifest_final)
+      path = self._tmp
+      _fsync_rename(self._tmp, self._final)
+    except (OSError, RuntimeError, ValueError) as e:
+      self.abort()
+      raise disk.as_disk_full(e, path) from e
 
   def abort(self) -> None:
-    self._writer.close()
-    self._manifest.close()
+    """Deletes the part; safe after a failed commit, and on a full disk."""
+    for close in (self._writer.close, self._manifest.close):
+      try:
+        close()
+      except (OSError, RuntimeError, ValueError):
+        pass  # e.g. a full disk fails the final flush again; the files go anyway
     for path in (self._tmp, self._manifest_tmp):
       if os.path.exists(path):
         os.remove(path)
@@ -74,12 +103,20 @@ class PartWriter:
 
 
 class WebStore:
-  """Random access to all committed parts by (iteration, index)."""
+  """Random access to all committed parts by (iteration, index).
 
-  def __init__(self, root: str):
+  Each open part holds a file descriptor, and the replay buffer reads from every past
+  iteration, so open readers are kept per iteration, least recently used first, and closed
+  beyond `max_open_parts`: a long run would otherwise exhaust the process's descriptors.
+  Reads are serialised by a lock, so a reader is never closed under another thread's read.
+  """
+
+  def __init__(self, root: str, max_open_parts: int = 64):
     self.root = os.path.abspath(root)
     os.makedirs(self.root, exist_ok=True)
-    self._readers = {}
+    self._readers = collections.OrderedDict()  # iteration -> (readers, offsets)
+    self._max_open_parts = max_open_parts
+    self._lock = threading.Lock()
 
   def remove_uncommitted(self) -> None:
     """Deletes parts a killed run never committed. Call only from the single writer.
@@ -100,25 +137,45 @@ class WebStore:
 
   def writer(self, iteration: int) -> PartWriter:
     """A writer for the next part of `iteration` (parts already committed are kept)."""
-    self._readers.pop(iteration, None)
+    with self._lock:
+      self._close(iteration)  # its part list is about to change
     return PartWriter(self.root, iteration, len(self.parts(iteration)))
 
+  def open_parts(self) -> int:
+    return sum(len(readers) for readers, _ in self._readers.values())
+
+  def close(self) -> None:
+    with self._lock:
+      for iteration in list(self._readers):
+        self._close(iteration)
+
+  def _close(self, iteration: int) -> None:
+    for reader in self._readers.pop(iteration, ([], None))[0]:
+      reader.close()
+
   def _reader(self, iteration: int):
-    if iteration not in self._readers:
+    """(readers, offsets) of an iteration's parts; call with the lock held."""
+    if iteration in self._readers:
+      self._readers.move_to_end(iteration)
+    else:
       readers = [ArrayRecordReader(p) for p in self.parts(iteration)]
       offsets = np.cumsum([0] + [r.num_records() for r in readers])
       self._readers[iteration] = (readers, offsets)
+      while len(self._readers) > 1 and self.open_parts() > self._max_open_parts:
+        self._close(next(iter(self._readers)))
     return self._readers[iteration]
 
   def num_images(self, iteration: int) -> int:
-    return int(self._reader(iteration)[1][-1])
+    with self._lock:
+      return int(self._reader(iteration)[1][-1])
 
   def read(self, iteration: int, index: int) -> bytes:
-    readers, offsets = self._reader(iteration)
-    if not 0 <= index < offsets[-1]:
-      raise IndexError(f'Iteration {iteration} has {offsets[-1]} images; asked for {index}.')
-    part = int(np.searchsorted(offsets, index, side='right') - 1)
-    return readers[part].read([int(index - offsets[part])])[0]
+    with self._lock:
+      readers, offsets = self._reader(iteration)
+      if not 0 <= index < offsets[-1]:
+        raise IndexError(f'Iteration {iteration} has {offsets[-1]} images; asked for {index}.')
+      part = int(np.searchsorted(offsets, index, side='right') - 1)
+      return readers[part].read([int(index - offsets[part])])[0]
 
   def manifest(self, iteration: int) -> list[dict]:
     """All rows of an iteration, in part order; ok rows carry their (iteration, index).

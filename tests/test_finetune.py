@@ -1,0 +1,80 @@
+"""The explorer's initial fine-tune on the target (`explore.finetune_epochs` > 0): early
+stopping on the SSL loss keeps the best epoch's state, and the explore run starts from it."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from ie_jax import explorer, explorer_setup
+from ie_jax.data import pipeline, target as target_lib
+from ie_jax.utils import sharding
+
+
+def small_config(**explore):
+  config = tiny.get_config('iterations=1,examples=32')
+  config.explore.knn_eval_examples = 0
+  config.explore.update(explore)
+  return config
+
+
+def test_the_state_after_the_lowest_loss_epoch_is_returned():
+  config = small_config(finetune_epochs=3)
+  source = target_lib.load(config.target, 'train').source
+  per_epoch = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
+  epoch_losses = [3.0, 1.0, 2.0]  # the middle epoch is best: neither the first nor the last
+  calls = []
+
+  def step_fn(state, batch, rng):
+    del rng
+    assert batch['view1'].shape[0] == config.train.batch_size
+    calls.append(None)
+    loss = epoch_losses[(len(calls) - 1) // per_epoch]
+    return {'steps': state['steps'] + 1}, {'loss': jnp.float32(loss)}
+
+  best, losses = explorer_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn,
+                                         sharding.make_mesh(), source, jax.random.key(0))
+  assert losses == epoch_losses
+  assert len(calls) == 3 * per_epoch
+  assert int(best['steps']) == 2 * per_epoch  # the state after epoch 1, not epoch 2's
+
+
+def test_a_target_smaller_than_a_batch_cannot_be_fine_tuned():
+  config = small_config(finetune_epochs=1)
+  source = target_lib.load(config.target, 'train').source
+  with pytest.raises(ValueError, match='fewer images than one batch'):
+    explorer_setup.finetune(config, {'steps': jnp.int32(0)}, None, sharding.make_mesh(),
+                            target_lib.Head(source, config.train.batch_size - 1),
+                            jax.random.key(0))
+
+
+def test_exploration_starts_from_the_fine_tuned_state_and_records_it(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  tuned = {}
+  real_finetune = explorer_setup.finetune
+
+  def spy(*args, **kwargs):
+    tuned['state'], tuned['losses'] = real_finetune(*args, **kwargs)
+    return tuned['state'], tuned['losses']
+
+  monkeypatch.setattr(explorer_setup, 'finetune', spy)
+  start = explorer.run(small_config(finetune_epochs=2, iterations=0), workdir)
+  losses = tuned['losses']
+  assert len(losses) == 2 and all(np.isfinite(losses))
+  per_epoch = pipeline.steps_per_pass(len(start.target.source), 1, 16)
+  assert int(start.train_state.step) == (int(np.argmin(losses)) + 1) * per_epoch
+  assert start.state.current['finetune_losses'] == losses
+
+  def no_second_finetune(*unused_args, **unused_kwargs):
+    raise AssertionError('a resumed run must not fine-tune again')
+
+  monkeypatch.setattr(explorer_setup, 'finetune', no_second_finetune)
+  resumed = explorer.Explorer(small_config(finetune_epochs=2, iterations=0), workdir)
+  # The starting checkpoint holds exactly the fine-tuned state, and the first iteration
+  # starts from it with the losses in its summary (`current` becomes history[0]).
+  assert (resumed.state.iteration, resumed.state.phase, resumed.state.saves) == (0, 'sample', 1)
+  for got, want in zip(jax.tree.leaves(resumed.train_state), jax.tree.leaves(tuned['state'])):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert resumed.state.current['finetune_losses'] == losses
+  resumed.run()  # already at its end: must neither fine-tune again nor change the state
+  assert resumed.state.saves == 1
