@@ -111,6 +111,8 @@ def _finish(proc, conn, timeout_s: float) -> list:
       if conn.poll(0.1):
         messages.append(conn.recv())
       elif not proc.is_alive():
+        while conn.poll():  # what it sent between the last poll and its exit
+          messages.append(conn.recv())
         break
   except EOFError:  # the child exited and closed its end
     pass
