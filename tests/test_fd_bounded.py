@@ -43,7 +43,7 @@ def test_store_readers_are_bounded_and_reopen_on_demand(tmp_path):
 
 
 def test_descriptors_do_not_grow_over_iterations(tmp_path, monkeypatch):
-  config = tiny.get_config('iterations=6,examples=32')
+  config = tiny.get_config('iterations=4,examples=32')
   config.explore.knn_eval_examples = 0
   counts = []
   real_build = report.build
@@ -57,7 +57,7 @@ def test_descriptors_do_not_grow_over_iterations(tmp_path, monkeypatch):
   monkeypatch.setattr(report, 'build', count_after_each_iteration)
   before = open_fds()
   explorer.run(config, str(tmp_path))
-  assert len(counts) == 6
+  assert len(counts) == 4
   print('descriptors after each iteration:', [len(c) for c in counts])
   for later in counts[2:]:  # the first iterations open the lazily created logs and pools
     assert len(later) <= len(counts[1]), sorted(set(later) - set(counts[1]))
