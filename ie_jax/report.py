@@ -18,23 +18,11 @@ from PIL import Image
 
 
 def _curve(history: list, keys: list[str], title: str, path: str) -> bool:
-  points = {k: [(h['iteration'], h[k]) for h in history
-                if isinstance(h.get(k), (int, float)) and np.isfinite(h[k])] for k in keys}
-  if not any(points.values()):
+  series = {k: {h['iteration']: h[k] for h in history
+                if isinstance(h.get(k), (int, float)) and np.isfinite(h[k])} for k in keys}
+  if not any(series.values()):
     return False
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  for k, pts in points.items():
-    if pts:
-      x, y = zip(*pts)
-      ax.plot(x, y, marker='o', label=k)
-  ax.set_xlabel('iteration')
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.set_title(title)
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  lines_plot(series, title, '', path)
   return True
 
 

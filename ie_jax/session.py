@@ -16,6 +16,7 @@ import logging
 import os
 
 from ie_jax import explorer, report
+from ie_jax.concepts import cache
 from ie_jax.eval import probe
 from ie_jax.worlds import scoring
 
@@ -42,11 +43,7 @@ def run_one(config, workdir: str) -> dict:
     sections.append(('Against the world\'s ground truth', _world_html(summary['world'])))
   if sections:
     report.build(workdir, done.state.history, sections)
-  path = os.path.join(workdir, 'report', 'summary.json')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=2)
-  os.replace(path + '.tmp', path)
+  _write_summary(os.path.join(workdir, 'report', 'summary.json'), summary)
   log.info('Run summary (%s): %s', workdir, json.dumps(summary)[:2000])
   return summary
 
@@ -146,6 +143,9 @@ padding:4px;font-size:13px}}</style></head><body>
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'index.html')
   report.write_page(path, page)
-  with open(os.path.join(out, 'summary.json'), 'w', encoding='utf-8') as f:
-    json.dump(summaries, f, indent=2)
+  _write_summary(os.path.join(out, 'summary.json'), summaries)
   return path
+
+
+def _write_summary(path: str, summary: dict) -> None:
+  cache.atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2).encode()))

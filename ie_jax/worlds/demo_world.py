@@ -89,10 +89,7 @@ def _paths(directory: str) -> dict:
 
 
 def _write_json(path: str, data) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(data, f)
-  os.replace(tmp, path)
+  cache.atomic_write(path, lambda f: f.write(json.dumps(data).encode()))
 
 
 def _caption(e: emoji_lib.Emoji) -> str:

@@ -34,9 +34,8 @@ def is_relevant(truth: dict, url: str, corpus_dir: str) -> bool:
   return bool(entry) and entry['subgroup'] in truth['classes']
 
 
-def precision_by_iteration(workdir: str, world: dict) -> dict[int, dict]:
+def precision_by_iteration(workdir: str, world: dict, truth: dict) -> dict[int, dict]:
   """iteration -> {'stored', 'relevant', 'precision'} over the run's stored downloads."""
-  truth = load_ground_truth(world)
   store = store_lib.WebStore(os.path.join(workdir, 'web'))
   out = {}
   for it in store.iterations():
@@ -53,8 +52,7 @@ def relevant_mass(history: list) -> dict[int, float]:
           for h in history if 'policy_lexname_mass' in h}
 
 
-def base_rates(world: dict, vocab) -> dict:
-  truth = load_ground_truth(world)
+def base_rates(truth: dict, vocab) -> dict:
   images = truth['images'].values()
   web = sum(e['subgroup'] in truth['classes'] for e in images) / max(len(images), 1)
   out = {'web_relevant_share': web}
@@ -65,8 +63,9 @@ def base_rates(world: dict, vocab) -> dict:
 
 
 def score(workdir: str, world: dict, history: list, vocab) -> dict:
-  precision = precision_by_iteration(workdir, world)
+  truth = load_ground_truth(world)
+  precision = precision_by_iteration(workdir, world, truth)
   mass = relevant_mass(history)
   return {'precision': {str(k): v for k, v in precision.items()},
           'relevant_mass': {str(k): v for k, v in mass.items()},
-          **base_rates(world, vocab)}
+          **base_rates(truth, vocab)}
