@@ -98,6 +98,11 @@ def get_base_config() -> ml_collections.ConfigDict:
       replay_fraction=-1.0,        # share of old images from replay; <0: uniform over B ∪ D
       replay_keep=0.5,             # top 50% of candidates by reward join the replay buffer
       finetune_epochs=0,           # initial SSL fine-tune on the target (0: none)
+      # Where no pre-trained encoder can be had (the CPU demo), a stand-in for the paper's
+      # ImageNet pre-training before that fine-tune: MoCo v3 on images drawn uniformly from
+      # the local engine's corpus, blind to the target (ie_jax.warmup). 0 epochs: none.
+      warmup_epochs=0,
+      warmup_images=0,             # size of that uniform sample (0: the whole corpus)
       embed_batch_size=256,        # images per embed_step call (rewards)
       knn_eval_examples=2000,      # k-NN accuracy on this many target test images per
                                    # iteration, for monitoring (paper Figs. 5/7); 0: off
@@ -142,6 +147,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       allow_networks='',           # comma-separated CIDRs the SSRF guard lets through
       file_roots='',               # comma-separated dirs file:// URLs may read
       part_size=2000,              # images per committed store part
+      # Decode/resize/encode in this many worker processes (-1: one per core); 0 uses
+      # threads. Threads by default: processes were not measurably faster on 2 cores and
+      # cost a pool start per search phase (docs/DECISIONS.md, "Downloader").
+      decode_processes=0,
   ))
 
   # An offline world to build and explore ('' = none): see ie_jax.worlds. It is built into

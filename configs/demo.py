@@ -21,13 +21,18 @@ This is a miniature: a small ResNet at 32 px, few iterations, a scaled-down voca
   mode: learned | random | labels | labels+relevant | labels+learned.
   iterations: explore iterations.
   compare: run learned, random and labels+learned side by side.
+  seed: the run's seed (init, data order, augmentation, query draws).
+  warmup: epochs of MoCo v3 on a uniform sample of the web before the target fine-tune, a
+    stand-in for the paper's ImageNet pre-training (`ie_jax/warmup.py`); off by default:
+    minutes of it did not improve the reward (docs/DECISIONS.md, "Demo starting encoder").
 """
 from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, mode='learned', iterations=8, compare=False)
+  arg = common.parse_arg(arg, mode='learned', iterations=8, compare=False, seed=0, warmup=0)
   config = common.get_base_config()
+  config.seed = arg.seed
   config.model.depth = 18
   config.model.width = 16
   config.model.small_stem = True
@@ -56,6 +61,7 @@ def get_config(arg=None):
   config.explore.epochs_per_iteration = 1
   # The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
   config.explore.finetune_epochs = 20
+  config.explore.warmup_epochs = arg.warmup
   config.explore.embed_batch_size = 256
   config.explore.knn_eval_examples = 0
 

@@ -5,6 +5,12 @@ images with the current encoder, train MoCo v3 on them plus replay and target im
 keep the top half in the replay buffer, and update the concept policy. Every phase ends in
 a checkpoint of the TrainState plus the explorer state, so a killed run resumes at the
 phase it was in (inside 'train', at the last mid-phase checkpoint).
+
+Several processes (`jax.distributed`, docs/SCALING.md) run this same loop in step: process 0
+samples the queries and broadcasts them, each process searches and downloads its share into
+its own store shard, rewards and training are sharded over all devices, every process makes
+the same replay and policy updates from the gathered results, checkpoints are collective,
+and only process 0 writes side files, logs and the report.
 """
 import logging
 import os
@@ -19,7 +25,8 @@ from ie_jax.concepts import policy
 from ie_jax.data import pipeline
 from ie_jax.data import target as target_lib
 from ie_jax.eval import knn, metrics
-from ie_jax.utils import disk, failpoints, sharding
+from ie_jax.utils import disk, distributed, failpoints, sharding
+from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 
 log = logging.getLogger(__name__)
@@ -33,13 +40,27 @@ class Explorer:
     self.config = config
     self.workdir = workdir
     self.mesh = sharding.make_mesh()
+    self.process, self.processes = jax.process_index(), jax.process_count()
+    self.primary = self.process == 0
+    distributed.check_same_config(config.to_dict())
+    distributed.check_batch(config.train.batch_size)
+    # Process 0 builds the world and fills the shared caches; the others then only read.
+    if not self.primary:
+      distributed.barrier('setup')
     self.world = explorer_setup.load_world(config, workdir)
     self.target = explorer_setup.load_target(config, self.world)
     self.vocab, self.embeddings = explorer_setup.load_concepts(config, self.world,
                                                                self.target.class_names)
-    self.store = store_lib.WebStore(os.path.join(workdir, 'web'))
+    if self.primary:
+      distributed.barrier('setup')
+    if os.path.isdir(os.path.join(workdir, 'web')) and \
+        shards.shard_count(workdir) != self.processes:
+      raise distributed.DistributedError(
+          f'{workdir} was explored by {shards.shard_count(workdir)} process(es); resume it '
+          f'with that many, not {self.processes} (each owns a shard of the downloads).')
+    self.store = shards.ShardedStore(workdir, self.process, self.processes)
     self.store.remove_uncommitted()
-    self.side = explorer_state.SideFiles(workdir)
+    self.side = explorer_state.SideFiles(workdir, write=self.primary)
     self.model, self.train_state, self.step_fn, self.ckpt = explorer_setup.train_parts(
         config, self.mesh, workdir)
     self.embed_fn = train.make_embed_step(self.mesh, model=self.model)
@@ -74,8 +95,15 @@ class Explorer:
     """
     if it not in self.store.iterations():
       return np.zeros((0,), np.int64)
-    rows = [r for r in self.store.manifest(it) if r['status'] == 'ok']
+    rows = self.ok_rows(it)
     return np.asarray([r['index'] for r in sorted(rows, key=lambda r: r['sha256'])], np.int64)
+
+  def ok_rows(self, it: int) -> list[dict]:
+    """Iteration `it`'s stored images, less the duplicates a multi-process search kept."""
+    excluded = self.side.load_array(self.state, 'excluded', np.zeros((0, 2), np.int64))
+    dropped = {int(i) for t, i in excluded if t == it}
+    return [r for r in self.store.manifest(it) if r['status'] == 'ok'
+            and r['index'] not in dropped]
 
   def replay_refs(self) -> np.ndarray:
     return self.side.load_array(self.state, 'replay', np.zeros((0, 2), np.int64))
@@ -87,6 +115,7 @@ class Explorer:
     resumed run's next save gets a fresh number (and fresh side-file names).
     """
     self.state.saves += 1
+    self.writer.flush()  # metrics up to a checkpoint survive a crash after it
     self.caches.save(self.side, self.state)
     meta = {'explorer': self.state.to_meta(), 'config': self.config.to_dict()}
     self.ckpt.save(self.state.saves, self.train_state, meta)
@@ -95,6 +124,15 @@ class Explorer:
   # The phases.
 
   def sample(self) -> dict:
+    # The GP update runs once, on process 0; every process gets its queries and summary.
+    out = distributed.broadcast_json(self._sample() if self.primary else None)
+    self.state.queries = out.pop('queries')
+    failpoints.hit('sample')
+    log.info('Iteration %d queries: %s', self.state.iteration,
+             ', '.join(q for _, q in self.state.queries[:12]))
+    return out
+
+  def _sample(self) -> dict:
     cfg = self.config.explore
     probs = policy.distribution(self.embeddings, self.observations(), self.policy_config)
     seed = self.config.seed * 1_000_003 + self.state.iteration
@@ -108,13 +146,10 @@ class Explorer:
         self.target.class_names[l] for l in drawn.labels]
     if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
       names = self.descriptors.queries(names, seed=seed)
-    self.state.queries = [[i, q] for i, q in zip(ids, names)]
-    failpoints.hit('sample')
     nz = probs[probs > 0]
     top = np.argsort(-probs)[:10]
-    log.info('Iteration %d queries: %s', self.state.iteration,
-             ', '.join(q for _, q in self.state.queries[:12]))
-    out = {'policy_entropy': float(-(nz * np.log(nz)).sum()),
+    out = {'queries': [[i, q] for i, q in zip(ids, names)],
+           'policy_entropy': float(-(nz * np.log(nz)).sum()),
            'top_concepts': [self.vocab.lemmas[i] for i in top]}
     if self.vocab.lexnames:  # where the policy looks, by WordNet's coarse categories
       mass = {}
@@ -124,11 +159,21 @@ class Explorer:
     return out
 
   def search(self) -> dict:
-    counts = search_phase.run(
-        self.state.iteration, self.state.queries, self.engine, self.store,
-        dedup=self.caches.dedup, url_cache=self.caches.urls, web_config=self.config.web,
-        images_per_query=self.config.explore.images_per_query,
-        extra_file_roots=(self.world['corpus'],) if self.world else ())
+    kwargs = dict(dedup=self.caches.dedup, url_cache=self.caches.urls,
+                  web_config=self.config.web,
+                  images_per_query=self.config.explore.images_per_query,
+                  extra_file_roots=(self.world['corpus'],) if self.world else ())
+    if self.processes == 1:
+      counts = search_phase.run(self.state.iteration, self.state.queries, self.engine,
+                                self.store, **kwargs)
+    else:
+      counts, excluded = search_phase.run_sharded(
+          self.state.iteration, self.state.queries, self.engine, self.store,
+          index=self.process, count=self.processes, gather=distributed.allgather_json,
+          barrier=distributed.barrier, **kwargs)
+      before = self.side.load_array(self.state, 'excluded', np.zeros((0, 2), np.int64))
+      self.side.save_array(self.state, 'excluded', np.concatenate(
+          [before, np.asarray(excluded, np.int64).reshape(-1, 2)]))
     return {'download_' + k: v for k, v in counts.items()}
 
   def reward(self) -> dict:
@@ -149,13 +194,16 @@ class Explorer:
     failpoints.hit('reward')
     rewards = self.knn_reward(cands, targets)
     self.side.save_array(self.state, 'rewards', rewards.astype(np.float32))
+    kept = rewards[self.candidates(it)]  # less a multi-process search's stored duplicates
     monitor = {}
     if self.config.explore.knn_eval_examples > 0:
       monitor['knn_accuracy'] = self.knn_accuracy(targets, embed, kwargs)
-    report.candidate_grid(self.store, it, rewards, os.path.join(
-        self.workdir, 'report', 'grids', f'iteration-{it:05d}.png'))
-    return {**monitor, 'candidates': num, 'reward_mean': float(rewards.mean()),
-            'reward_median': float(np.median(rewards)), 'reward_max': float(rewards.max())}
+    if self.primary:
+      report.candidate_grid(self.store, it, rewards, os.path.join(
+          self.workdir, 'report', 'grids', f'iteration-{it:05d}.png'))
+    stats = {'reward_mean': np.mean, 'reward_median': np.median, 'reward_max': np.max}
+    return {**monitor, 'candidates': len(kept),
+            **{k: float(f(kept)) if len(kept) else float('nan') for k, f in stats.items()}}
 
   def knn_accuracy(self, train_feats, embed, kwargs) -> float:
     """k-NN accuracy (mAP if multi-label) of the current encoder on target test images.
@@ -196,10 +244,12 @@ class Explorer:
         crop_min=self.config.moco.crop_min, num_workers=self.config.data.num_workers)
     batches = iter(data)
     if self.state.data_iter is not None:
-      batches.set_state(self.state.data_iter)
+      # One iterator state per process (a single dict from a one-process run).
+      saved = self.state.data_iter
+      batches.set_state(saved[self.process] if isinstance(saved, list) else saved)
     losses = []
     for done in tqdm(range(self.state.train_steps_done + 1, steps + 1), desc=f'train {it}',
-                     initial=self.state.train_steps_done, total=steps):
+                     disable=not self.primary, initial=self.state.train_steps_done, total=steps):
       try:
         views = next(batches)
       except StopIteration:  # corrupt records were skipped
@@ -212,7 +262,10 @@ class Explorer:
         losses.append(float(metrics['loss']))
         self.writer.write_scalars(int(self.train_state.step), metrics)
       if done % self.config.checkpoint_every_steps == 0 and done < steps:
-        self.state.data_iter, self.state.train_steps_done = batches.get_state(), done
+        state = batches.get_state()
+        self.state.data_iter = state if self.processes == 1 else \
+            distributed.allgather_json(state)
+        self.state.train_steps_done = done
         self.save()
         failpoints.hit('train')
     self.state.data_iter, self.state.train_steps_done = None, 0
@@ -222,8 +275,8 @@ class Explorer:
   def replay(self) -> dict:
     it = self.state.iteration
     rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
-    keep = int(np.floor(self.config.explore.replay_keep * len(rewards)))
     order = self.candidates(it)  # ties broken by content, not by download order
+    keep = int(np.floor(self.config.explore.replay_keep * len(order)))
     best = order[np.sort(np.argsort(-rewards[order], kind='stable')[:keep])]
     added = np.stack([np.full(len(best), it), best], 1).astype(np.int64)
     replay = np.concatenate([self.replay_refs(), added])
@@ -235,8 +288,8 @@ class Explorer:
     it, cfg = self.state.iteration, self.config.explore
     rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
     by_concept = {}
-    for row in self.store.manifest(it) if it in self.store.iterations() else []:
-      if row['status'] == 'ok' and int(row['concept']) >= 0:  # class names: not observed
+    for row in self.ok_rows(it) if it in self.store.iterations() else []:
+      if int(row['concept']) >= 0:  # class names: not observed
         by_concept.setdefault(int(row['concept']), []).append(rewards[row['index']])
     concepts, scores = [], []
     for concept, values in sorted(by_concept.items()):
@@ -290,7 +343,8 @@ class Explorer:
       if phase == PHASES[-1]:
         self.state.history.append({'iteration': it, **summary})
         explorer_setup.log_iteration(self.writer, it, summary)
-        report.build(self.workdir, self.state.history)
+        if self.primary:
+          report.build(self.workdir, self.state.history)
         self.state.current = {}
       self.state.advance()
       self.save()

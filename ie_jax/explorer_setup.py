@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ie_jax import pretrain, worlds
+from ie_jax import pretrain, warmup, worlds
 from ie_jax.concepts import policy, text_embed, vocab as vocab_lib
 from ie_jax.data import pipeline, target as target_lib
 from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib
@@ -122,14 +122,32 @@ def make_engine(config, world, query_cache: engines.QueryCache):
 
 
 def train_parts(config, mesh, workdir: str):
-  """(model, TrainState, jitted step, Checkpointer); schedules must not need a length."""
+  """(model, TrainState, jitted step, Checkpointer); schedules must not need a length.
+
+  The TrainState is the run's starting encoder: `config.init_checkpoint`, then the web
+  warm-up if `explore.warmup_epochs` > 0 (`ie_jax.warmup`), run only before the first
+  explorer checkpoint: a resumed run restores its state from that instead.
+  """
   if 'cosine' in (config.optim.schedule, config.moco.momentum_schedule):
     raise ValueError('Exploration has no fixed length: use constant lr and momentum '
                      "schedules (the paper's), not 'cosine'.")
   model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  max_to_keep=config.checkpoints_to_keep)
+  if config.explore.warmup_epochs > 0 and ckpt.latest_step() is None:
+    state = warmup.run(config, state, step_fn, mesh, warmup.directory(workdir),
+                       warmup_index(config, workdir))
   return model, state, step_fn, ckpt
+
+
+def warmup_index(config, workdir: str) -> str:
+  """The local index whose corpus the warm-up samples: the configured one, or the world's."""
+  world = config.world_dir or os.path.join(workdir, 'world')  # as `load_world`
+  index = config.web.local_index or (os.path.join(world, 'index') if config.world else '')
+  if not index:
+    raise ValueError('explore.warmup_epochs > 0 needs a local web corpus: set '
+                     'config.web.local_index or config.world.')
+  return index
 
 
 def metric_writer(workdir: str):

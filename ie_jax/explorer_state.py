@@ -68,10 +68,15 @@ class ExplorerState:
 
 
 class SideFiles:
-  """Versioned files next to the checkpoints: write new, then point the state at them."""
+  """Versioned files next to the checkpoints: write new, then point the state at them.
 
-  def __init__(self, workdir: str):
+  With `write=False` (every process but 0 of a multi-process run, whose state is the same
+  as process 0's) names are recorded but nothing is written or deleted.
+  """
+
+  def __init__(self, workdir: str, write: bool = True):
     self.root = os.path.join(workdir, 'explorer')
+    self.write = write
     os.makedirs(self.root, exist_ok=True)
 
   def path(self, name: str) -> str:
@@ -79,6 +84,9 @@ class SideFiles:
 
   def save_array(self, state: ExplorerState, key: str, array: np.ndarray) -> None:
     name = f'{key}-{state.saves:06d}.npy'
+    if not self.write:
+      state.files[key] = name
+      return
     tmp = self.path(name + '.tmp')
     with open(tmp, 'wb') as f:
       np.save(f, array)
@@ -94,6 +102,9 @@ class SideFiles:
 
   def save_json(self, state: ExplorerState, key: str, data) -> None:
     name = f'{key}-{state.saves:06d}.json'
+    if not self.write:
+      state.files[key] = name
+      return
     tmp = self.path(name + '.tmp')
     with open(tmp, 'w', encoding='utf-8') as f:
       json.dump(data, f)
@@ -114,6 +125,8 @@ class SideFiles:
     Call only after that checkpoint is committed: until then the previous checkpoint's
     files must stay.
     """
+    if not self.write:
+      return
     keep = set(state.files.values())
     for name in os.listdir(self.root):
       if name.endswith('.tmp') or name not in keep:

@@ -59,8 +59,9 @@ def make_knn_reward(mesh, *, k: int = 15, target_chunk: int = 8192,
   chunk split over the mesh; targets are replicated once.
   """
   data, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+  # Replicated out: every process of a multi-process run gets all rewards (a small gather).
   fn = jax.jit(functools.partial(knn_reward, k=k, target_chunk=target_chunk),
-               in_shardings=(data, repl), out_shardings=data)
+               in_shardings=(data, repl), out_shardings=repl)
   num_devices = mesh.devices.size
 
   def reward(candidates, targets) -> np.ndarray:
@@ -81,16 +82,21 @@ def embed_images(source, embed_fn, mesh, *, image_size: int, batch_size: int,
   """Features [len(source), D] of every image of `source` (decoded, eval transform).
 
   Every batch is padded to `batch_size` (rounded up to the device count), so the embed
-  step compiles once and each device gets an equal share of every batch.
+  step compiles once and each device gets an equal share of every batch. With several
+  processes each decodes only its block of the batch; `embed_fn` returns the features
+  replicated, so every process gets them all.
   """
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
+  local = batch_size // jax.process_count()
+  first = jax.process_index() * local
   out = []
   for start in tqdm(range(0, len(source), batch_size), desc=desc, unit='batch',
                     disable=jax.process_index() > 0):
     count = min(batch_size, len(source) - start)
-    batch = np.zeros((batch_size, image_size, image_size, 3), np.uint8)
-    for i in range(count):
-      batch[i] = augment.eval_transform(pipeline.decode(source[start + i]), image_size)
+    batch = np.zeros((local, image_size, image_size, 3), np.uint8)
+    for i in range(max(0, min(local, count - first))):
+      batch[i] = augment.eval_transform(pipeline.decode(source[start + first + i]),
+                                        image_size)
     feats = embed_fn(sharding.put_batch(batch, mesh))
     out.append(np.asarray(jax.device_get(feats), np.float32)[:count])
   if not out:

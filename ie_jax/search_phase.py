@@ -34,7 +34,7 @@ def download_options(web_config, extra_file_roots=()) -> download.DownloadOption
           file_roots=tuple(r for r in web_config.file_roots.split(',') if r)
           + tuple(extra_file_roots)),
       image=validate.ImageLimits(min_side=web_config.min_side, max_side=web_config.max_side),
-      progress=True)
+      decode_processes=web_config.decode_processes, progress=True)
 
 
 async def _search_all(engine, queries: list[str], n: int, concurrency: int) -> dict:
@@ -53,16 +53,23 @@ async def _search_all(engine, queries: list[str], n: int, concurrency: int) -> d
   return out
 
 
+def _cache_row(url_cache, row: dict) -> None:
+  fields = {k: row.get(k, '') for k in ('url', 'query', 'concept', 'status', 'sha256',
+                                        'phash', 'detail')}
+  url_cache.put(Record(width=row.get('width', 0), height=row.get('height', 0), **fields))
+
+
 def _committed(store: store_lib.WebStore, iteration: int, dedup, url_cache) -> set[str]:
-  """URLs already recorded in this iteration's committed parts; re-registers their hashes."""
+  """URLs already recorded in this iteration's committed parts; re-registers their hashes.
+
+  `dedup` None: the hashes are left for the caller (the multi-process pass).
+  """
   done = set()
-  for row in store.manifest(iteration):
+  for row in store.manifest(iteration) if iteration in store.iterations() else ():
     done.add(row['url'])
-    if row['status'] == OK and row.get('sha256') and row.get('phash'):
+    if dedup is not None and row['status'] == OK and row.get('sha256') and row.get('phash'):
       dedup.add(row['sha256'], int(row['phash'], 16))
-    fields = {k: row.get(k, '') for k in ('url', 'query', 'concept', 'status', 'sha256',
-                                          'phash', 'detail')}
-    url_cache.put(Record(width=row.get('width', 0), height=row.get('height', 0), **fields))
+    _cache_row(url_cache, row)
   return done
 
 
@@ -147,3 +154,110 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
                                           if not results.get(q))
   return counts
+
+
+def _jobs(queries: list, results: dict, done: set) -> list[Job]:
+  """One job per URL not in `done`, in query order (a URL two queries share: the first)."""
+  jobs, seen = [], set(done)
+  for concept, query in queries:
+    for r in results.get(query, []):
+      if r.url not in seen:
+        jobs.append(Job(url=r.url, query=query, concept=str(concept)))
+        seen.add(r.url)
+  return jobs
+
+
+def _gather_results(engine, queries: list, images_per_query: int, web_config, index: int,
+                    count: int, gather) -> dict:
+  """Every query's results on every process; each process searches 1/count of them."""
+  unique = list(dict.fromkeys(q for _, q in queries))
+  mine = asyncio.run(_search_all(engine, unique[index::count], images_per_query,
+                                 web_config.search_concurrency))
+  results = {}
+  for part in gather({q: [dataclasses.astuple(r) for r in rs] for q, rs in mine.items()}):
+    for query, rows in part.items():
+      results[query] = [engines.Result(*row) for row in rows]
+      cache = getattr(engine, 'cache', None)
+      if cache is not None and query not in mine and rows:
+        cache.put(engine.name, query, images_per_query, results[query])
+  return results
+
+
+def run_sharded(iteration: int, queries: list, engine, store, *, dedup, url_cache,
+                web_config, images_per_query: int, extra_file_roots=(), index: int,
+                count: int, gather, barrier) -> tuple[dict, list]:
+  """`run` for process `index` of `count`, each downloading into its own store shard.
+
+  Every process builds the same job list (queries' results in query order); process k
+  fetches jobs k, k + count, ... into `store`'s own shard, checked against earlier
+  iterations only. After a barrier, every process makes the single-process run's
+  within-iteration duplicate decisions over all shards, in job order, so all processes
+  (and a one-process run) keep the same images: duplicates stay stored but are excluded.
+
+  Args:
+    store: a `shards.ShardedStore`.
+    gather: `distributed.allgather_json`; barrier: `distributed.barrier`.
+
+  Returns:
+    (counts as `run`'s, excluded [(iteration, index)] of stored duplicates).
+  """
+  results = _gather_results(engine, queries, images_per_query, web_config, index, count,
+                            gather)
+  jobs = _jobs(queries, results, set())
+  position = {job.url: i for i, job in enumerate(jobs)}
+  done = _committed(store.own, iteration, None, url_cache)
+  mine = [job for job in jobs[index::count] if job.url not in done]
+  log.info('Iteration %d, process %d: %d of %d URLs to fetch.', iteration, index, len(mine),
+           len(jobs))
+  downloader = download.Downloader(download_options(web_config, extra_file_roots),
+                                   dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
+  part = {'writer': None, 'count': 0}
+  order = {job.url: i for i, job in enumerate(mine)}
+  waiting, next_position = {}, [0]
+
+  def sink(record: Record) -> None:  # stored in job order, as `run` does
+    waiting[order[record.url]] = record
+    while next_position[0] in waiting:
+      write(waiting.pop(next_position[0]))
+      next_position[0] += 1
+
+  def write(record: Record) -> None:
+    if part['writer'] is None:
+      part['writer'] = store.writer(iteration)
+    if record.status == OK:
+      part['writer'].add(record.jpeg, record.manifest_row())
+    else:
+      part['writer'].add_failure(record.manifest_row())
+    part['count'] += 1
+    if part['count'] >= web_config.part_size:
+      part['writer'].commit()
+      part['writer'], part['count'] = None, 0
+      failpoints.hit('search')
+
+  try:
+    asyncio.run(downloader.run(mine, sink))
+  except BaseException:
+    if part['writer'] is not None:
+      part['writer'].abort()
+    raise
+  if part['writer'] is not None:
+    part['writer'].commit()
+  barrier(f'search-{iteration}')
+  store.refresh()
+  counts, excluded = collections.Counter(), []
+  rows = sorted(store.manifest(iteration), key=lambda r: position.get(r['url'], len(jobs)))
+  for row in rows:
+    _cache_row(url_cache, row)
+    status = row['status']
+    if status == OK:
+      verdict = dedup.check(row['sha256'], int(row['phash'], 16))
+      if verdict is None:
+        dedup.add(row['sha256'], int(row['phash'], 16))
+      else:
+        status = verdict[0]
+        excluded.append((iteration, row['index']))
+    counts[status] += 1
+  counts = dict(counts)
+  counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
+                                          if not results.get(q))
+  return counts, excluded

@@ -31,8 +31,13 @@ def run_one(config, workdir: str) -> dict:
   """Explores in `workdir`, then probes and scores per the config; returns the summary."""
   done = explorer.run(config, workdir)
   summary = {'mode': config.concepts.mode, 'iterations': len(done.state.history)}
+  if not done.primary:
+    return summary  # process 0 scores and reports
   sections = []
-  if config.evaluate.final_probe:
+  if config.evaluate.final_probe and done.processes > 1:
+    log.warning('The final probe runs in one process: python -m ie_jax.eval.probe '
+                '--workdir=%s (see docs/SCALING.md).', workdir)
+  elif config.evaluate.final_probe:
     result = probe.probe(config, workdir)
     summary['probe'] = {'linear': result['linear']['value'], 'knn': result['knn']['value'],
                         'metric': result['metric'], 'step': result['step']}

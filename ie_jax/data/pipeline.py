@@ -6,6 +6,7 @@ the seed and a resumed iterator (`get_state` / `set_state`) continues at the sam
 Decoding and cropping run in Grain worker processes; the photometric ops run on device
 (`ie_jax/data/photometric.py`).
 """
+import functools
 import io
 import logging
 
@@ -123,6 +124,38 @@ class _CountSkipped:
     return True
 
 
+class _ProcessBlocks(grain.MapDataset):
+  """This process's block of every global batch: elements [k b, (k + 1) b) of each run of
+  `batch_size`, b = batch_size / count, so the processes' batches concatenated in process
+  order are the one-process batch, element for element (and the device augmentation, keyed
+  by position in the global batch, draws the same numbers). The global remainder is dropped.
+  """
+
+  def __init__(self, parent: grain.MapDataset, batch_size: int, index: int, count: int):
+    super().__init__(parent)
+    self._block = batch_size // count
+    self._stride = batch_size
+    self._offset = index * self._block
+    self._len = (len(parent) // batch_size) * self._block
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, within = divmod(index, self._block)
+    return self._parent[batch * self._stride + self._offset + within]
+
+
+def _blank_if_skipped(element, *, image_size: int):
+  if 'skip' not in element:
+    return element
+  log.warning('Corrupt record replaced by a black image: %s', element['skip'])
+  blank = np.zeros((image_size, image_size, 3), np.uint8)
+  return {'view1': blank, 'view2': blank}
+
+
 def training_dataset(source, *, epochs: int, batch_size: int, seed: int, image_size: int,
                      crop_min: float, num_workers: int = 0):
   """Batches of {'view1', 'view2'} uint8 for this process, `epochs` passes over `source`.
@@ -135,8 +168,13 @@ def training_dataset(source, *, epochs: int, batch_size: int, seed: int, image_s
     raise ValueError(f'The global batch {batch_size} does not divide over '
                      f'{jax.process_count()} processes.')
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(epochs)
-  ds = ds[jax.process_index()::jax.process_count()]
+  # Crops are seeded by the element's global position, before it is assigned to a process.
   ds = ds.random_map(DecodeTwoViews(image_size, crop_min), seed=seed)
+  if jax.process_count() > 1:
+    ds = _ProcessBlocks(ds, batch_size, jax.process_index(), jax.process_count())
+    # A dropped record would shift this process's batches against the others' and leave
+    # them waiting in a collective: a corrupt record becomes a black image instead.
+    ds = ds.map(functools.partial(_blank_if_skipped, image_size=image_size))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, 2 * num_workers),
                                             prefetch_buffer_size=4 * batch_size))
   if num_workers > 0:

@@ -5,13 +5,15 @@
                              dedup=dedup_index, url_cache=url_cache)
 
 Each job goes: URL cache -> fetch (HTTP(S) or file://, see `fetch.py`) -> decode, check and
-re-encode in a worker thread (`validate.py`) -> test-leak and duplicate checks
+re-encode in a worker process or thread (`validate.py`, `decode_pool.py`) -> test-leak and
+duplicate checks
 (`dedup.py`) -> the sink. Nothing is written to disk here; the sink owns storage. No file
 name or path is ever derived from a URL or an API string.
 """
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -20,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import tqdm
 
+from ie_jax.web import decode_pool
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import fetch as fetch_lib
 from ie_jax.web import phash as phash_lib
@@ -38,12 +41,15 @@ class DownloadOptions:
   Attributes:
     fetch: network limits, timeouts, retries, the address allow-list and file roots.
     image: decode limits and the re-encoding.
-    decode_workers: threads decoding and re-encoding (Pillow releases the GIL while it
-      works); 0 means one per CPU core.
+    decode_processes: worker processes decoding, resizing, re-encoding and hashing; -1
+      means one per CPU core, 0 does that work in `decode_workers` threads instead.
+    decode_workers: threads reading file:// URLs, and decoding when `decode_processes` is
+      0 (Pillow releases the GIL while it works); 0 means one per CPU core.
     progress: show a tqdm bar over the jobs.
   """
   fetch: fetch_lib.FetchOptions = fetch_lib.FetchOptions()
   image: validate.ImageLimits = validate.ImageLimits()
+  decode_processes: int = 0
   decode_workers: int = 0
   progress: bool = True
 
@@ -89,6 +95,9 @@ class Downloader:
     """Yields one record per job, in completion order."""
     jobs = list(jobs)
     workers = self.options.decode_workers or os.cpu_count() or 1
+    processes = self.options.decode_processes
+    if processes < 0:
+      processes = os.cpu_count() or 1
     # Enough tasks started to keep every connection busy while some wait on a busy host,
     # without one task per job in memory for a very long job list.
     max_pending = 8 * self.options.fetch.concurrency
@@ -99,13 +108,14 @@ class Downloader:
     # Finished tasks hand their records over through a queue: asyncio.wait() over the whole
     # pending set would cost O(pending) per completion.
     finished: asyncio.Queue = asyncio.Queue()
-    with concurrent.futures.ThreadPoolExecutor(workers, 'ie-decode') as executor:
+    with (concurrent.futures.ThreadPoolExecutor(workers, 'ie-decode') as executor,
+          contextlib.closing(decode_pool.DecodePool(processes, executor)) as decoder):
       async with fetch_lib.new_session(self.options.fetch, self.resolver) as session:
         fetcher = fetch_lib.Fetcher(session, self.options.fetch, executor)
         pending: set[asyncio.Task] = set()
 
         def start(job: Job) -> None:
-          task = asyncio.create_task(self._one(job, fetcher, executor, inflight))
+          task = asyncio.create_task(self._one(job, fetcher, decoder, inflight))
           pending.add(task)
           task.add_done_callback(finished.put_nowait)
 
@@ -132,7 +142,7 @@ class Downloader:
           await asyncio.gather(*pending, return_exceptions=True)
           bar.close()
 
-  async def _one(self, job: Job, fetcher: fetch_lib.Fetcher, executor,
+  async def _one(self, job: Job, fetcher: fetch_lib.Fetcher, decoder: decode_pool.DecodePool,
                  inflight: dict[str, asyncio.Future]) -> Record:
     key = dedup_lib.url_key(job.url)
     cached = self.url_cache.get(job.url)
@@ -143,7 +153,7 @@ class Downloader:
       return _duplicate_url(job, dataclasses.asdict(first), 'repeated in this run')
     future = inflight[key] = asyncio.get_running_loop().create_future()
     try:
-      record = await self._attempt(job, fetcher, executor)
+      record = await self._attempt(job, fetcher, decoder)
     except BaseException as e:  # a bug or a cancel: later copies of the URL must not hang
       if isinstance(e, asyncio.CancelledError):
         future.cancel()
@@ -155,11 +165,11 @@ class Downloader:
     future.set_result(record)
     return record
 
-  async def _attempt(self, job: Job, fetcher: fetch_lib.Fetcher, executor) -> Record:
+  async def _attempt(self, job: Job, fetcher: fetch_lib.Fetcher,
+                     decoder: decode_pool.DecodePool) -> Record:
     try:
       data = await fetcher.fetch(job.url)
-      processed = await asyncio.get_running_loop().run_in_executor(
-          executor, validate.process, data, self.options.image)
+      processed = await decoder.process(data, self.options.image)
     except Rejected as failure:
       return Record(job.url, job.query, job.concept, failure.reason, detail=failure.detail)
     del data

@@ -118,6 +118,13 @@ class WebStore:
     self._max_open_parts = max_open_parts
     self._lock = threading.Lock()
 
+  def __getstate__(self):
+    # Grain worker processes reopen the files: ArrayRecord readers do not pickle.
+    return {'root': self.root, 'max_open_parts': self._max_open_parts}
+
+  def __setstate__(self, state):
+    self.__init__(state['root'], state['max_open_parts'])
+
   def remove_uncommitted(self) -> None:
     """Deletes parts a killed run never committed. Call only from the single writer.
 
@@ -208,7 +215,11 @@ class WebStore:
 
 
 class RecordSource:
-  """A Grain-compatible random-access source over (iteration, index) pairs."""
+  """A Grain-compatible random-access source over (iteration, index) pairs.
+
+  `store` is a WebStore or anything with its `read` (a `shards.ShardedStore`); it pickles
+  by reopening its files.
+  """
 
   def __init__(self, store: WebStore, refs: np.ndarray):
     self._store = store
@@ -221,10 +232,3 @@ class RecordSource:
     iteration, index = self._refs[i]
     return self._store.read(int(iteration), int(index))
 
-  def __getstate__(self):
-    # Worker processes reopen the files: ArrayRecord readers do not pickle.
-    return {'root': self._store.root, 'refs': self._refs}
-
-  def __setstate__(self, state):
-    self._store = WebStore(state['root'])
-    self._refs = state['refs']

@@ -15,7 +15,7 @@ import json
 import os
 import urllib.parse
 
-from ie_jax.web import store as store_lib
+from ie_jax.web import shards
 
 # The target classes (animal, plant, food and drink subgroups) are kinds of these.
 RELEVANT_LEXNAMES = ('noun.animal', 'noun.plant', 'noun.food')
@@ -36,7 +36,7 @@ def is_relevant(truth: dict, url: str, corpus_dir: str) -> bool:
 
 def precision_by_iteration(workdir: str, world: dict, truth: dict) -> dict[int, dict]:
   """iteration -> {'stored', 'relevant', 'precision'} over the run's stored downloads."""
-  store = store_lib.WebStore(os.path.join(workdir, 'web'))
+  store = shards.open_run_store(workdir)
   out = {}
   for it in store.iterations():
     rows = [r for r in store.manifest(it) if r['status'] == 'ok']
