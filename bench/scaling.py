@@ -5,8 +5,9 @@ r"""Train-step images/s on 1, 2 and 4 devices: the data-parallel path, on fake C
 
 Each device count runs in its own process (XLA fixes the CPU device count at start-up),
 with the same seed, batch and steps. On one CPU the fake devices share the same cores, so
-images/s measure overhead, not speed-up; the point is correctness: the loss after the last
-step must not depend on the device count (printed as the difference to 1 device). On GPUs
+images/s measure overhead, not speed-up; the point is correctness: the loss of the first
+step must not depend on the device count beyond rounding (printed as the difference to the
+first row); later steps drift apart as training amplifies rounding differences. On GPUs
 `--devices` takes real device counts (CUDA_VISIBLE_DEVICES is set per run).
 Prints a table and writes JSON to bench/results/scaling_<platform>.json.
 """
@@ -90,14 +91,19 @@ def main(argv):
     return
   rows = [measure(int(d)) for d in _DEVICES.value]
   base = next((r for r in rows if 'error' not in r), None)
-  print(f'{"devices":>7} {"images/s":>9} {"step s":>8} {"final loss":>11} {"vs first":>9}')
+  # Step 1's loss must agree to float precision; later steps drift apart as rounding
+  # differences (reduction order over devices) are amplified by training.
+  print(f'{"devices":>7} {"images/s":>9} {"step s":>8} {"step-1 loss":>12} {"diff":>9} '
+        f'{"last loss":>10} {"diff":>9}')
   for r in rows:
     if 'error' in r:
       print(f'{r["devices"]:>7}  error: {r["error"]}')
       continue
-    r['loss_diff_vs_first'] = abs(r['losses'][-1] - base['losses'][-1])
+    r['first_loss_diff'] = abs(r['losses'][0] - base['losses'][0])
+    r['last_loss_diff'] = abs(r['losses'][-1] - base['losses'][-1])
     print(f'{r["devices"]:>7} {r["images_per_s"]:>9.1f} {r["step_s"]:>8.3f} '
-          f'{r["losses"][-1]:>11.6f} {r["loss_diff_vs_first"]:>9.2e}')
+          f'{r["losses"][0]:>12.7f} {r["first_loss_diff"]:>9.1e} {r["losses"][-1]:>10.6f} '
+          f'{r["last_loss_diff"]:>9.1e}')
   settings = {k: f.value for k, f in (
       ('depth', _DEPTH), ('width', _WIDTH), ('image_size', _IMAGE_SIZE), ('batch', _BATCH),
       ('steps', _STEPS), ('runs', _RUNS))}

@@ -59,9 +59,8 @@ def make_knn_reward(mesh, *, k: int = 15, target_chunk: int = 8192,
   chunk split over the mesh; targets are replicated once.
   """
   data, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
-  # Replicated out: every process of a multi-process run gets all rewards (a small gather).
   fn = jax.jit(functools.partial(knn_reward, k=k, target_chunk=target_chunk),
-               in_shardings=(data, repl), out_shardings=repl)
+               in_shardings=(data, repl), out_shardings=sharding.gathered(mesh))
   num_devices = mesh.devices.size
 
   def reward(candidates, targets) -> np.ndarray:
@@ -83,8 +82,8 @@ def embed_images(source, embed_fn, mesh, *, image_size: int, batch_size: int,
 
   Every batch is padded to `batch_size` (rounded up to the device count), so the embed
   step compiles once and each device gets an equal share of every batch. With several
-  processes each decodes only its block of the batch; `embed_fn` returns the features
-  replicated, so every process gets them all.
+  processes each decodes only its block of the batch, and `embed_fn` returns the features
+  replicated (`sharding.gathered`), so every process gets them all.
   """
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   local = batch_size // jax.process_count()

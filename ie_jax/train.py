@@ -154,8 +154,8 @@ def make_train_step(mesh, **static):
 
 
 def make_embed_step(mesh, *, model: moco.MoCoV3):
-  """`embed_step` jitted on `mesh`: images split over 'data', features replicated (so that
-  every process of a multi-process run can read all of them; a small all-gather)."""
-  repl = sharding.replicated(mesh)
+  """`embed_step` jitted on `mesh`: images split over 'data', features readable by every
+  process (`sharding.gathered`)."""
   return jax.jit(functools.partial(embed_step, model=model),
-                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=repl)
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.gathered(mesh))

@@ -45,7 +45,8 @@ def make_knn(mesh, *, k: int = K, temperature: float = TEMPERATURE, chunk: int =
   """
   data, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
   fn = jax.jit(functools.partial(_vote, k=k, temperature=temperature),
-               in_shardings=(data, repl, repl), out_shardings=(repl, repl))
+               in_shardings=(data, repl, repl),
+               out_shardings=(sharding.gathered(mesh), sharding.gathered(mesh)))
   num_devices = mesh.devices.size
   # Every call has the same shape (the last chunk is padded), so fn compiles once.
   chunk = -(-chunk // num_devices) * num_devices

@@ -18,6 +18,17 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
+def gathered(mesh: Mesh) -> NamedSharding:
+  """Where a step's per-example outputs (features, rewards) go so the host can read them.
+
+  One process reads a 'data'-sharded result directly. With several processes each holds
+  only its devices' part, so the output is replicated (an all-gather inside the step).
+  Single-process steps keep the sharded output: their executables are the ones the
+  persistent compilation cache has served reliably (docs/SCALING.md).
+  """
+  return replicated(mesh) if jax.process_count() > 1 else batch_sharded(mesh)
+
+
 def put_batch(batch, mesh: Mesh):
   """Places a host-local batch (pytree of arrays, batch-major) on the mesh.
 
