@@ -97,19 +97,39 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   results = asyncio.run(_search_all(engine, [q for _, q in queries], images_per_query,
                                     web_config.search_concurrency))
   done = _committed(store, iteration, dedup, url_cache)
-  jobs = []
-  for concept, query in queries:
-    for r in results.get(query, []):
-      if r.url not in done:
-        jobs.append(Job(url=r.url, query=query, concept=str(concept)))
-        done.add(r.url)  # the same URL from two queries is fetched once
-  if done:
+  jobs = _jobs(queries, results, done)
+  if jobs or done:
     log.info('Iteration %d: %d URLs to fetch (%d already stored or attempted).', iteration,
-             len(jobs), len(done) - len(jobs))
+             len(jobs), len(done))
   # The downloader checks against earlier iterations and the target's test images only;
-  # duplicates within this iteration are decided below, in job order.
+  # duplicates within this iteration are decided here, in job order.
   downloader = download.Downloader(download_options(web_config, extra_file_roots),
                                    dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
+
+  def decide(record: Record) -> Record:
+    if record.status != OK:
+      return record
+    verdict = dedup.check(record.sha256, int(record.phash, 16))
+    if verdict is None:
+      dedup.add(record.sha256, int(record.phash, 16))
+      return record
+    return dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None)
+
+  counts = _download_in_order(downloader, jobs, store, iteration, web_config.part_size,
+                              decide)
+  counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
+                                          if not results.get(q))
+  return counts
+
+
+def _download_in_order(downloader, jobs: list, store, iteration: int, part_size: int,
+                       decide=lambda record: record) -> dict:
+  """Downloads `jobs` and stores their records in job order, `part_size` per committed part.
+
+  Downloads finish in any order; a reorder buffer hands records to `decide` (which may turn
+  one into a failure, e.g. a duplicate) and to the store in job order, so what is kept never
+  depends on network timing. Returns counts per status.
+  """
   part = {'writer': None, 'count': 0}
   counts = collections.Counter()
   position = {job.url: i for i, job in enumerate(jobs)}
@@ -118,16 +138,10 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   def sink(record: Record) -> None:
     waiting[position[record.url]] = record
     while next_position[0] in waiting:
-      store_in_order(waiting.pop(next_position[0]))
+      write(decide(waiting.pop(next_position[0])))
       next_position[0] += 1
 
-  def store_in_order(record: Record) -> None:
-    if record.status == OK:
-      verdict = dedup.check(record.sha256, int(record.phash, 16))
-      if verdict is None:
-        dedup.add(record.sha256, int(record.phash, 16))
-      else:
-        record = dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None)
+  def write(record: Record) -> None:
     counts[record.status] += 1
     if part['writer'] is None:
       part['writer'] = store.writer(iteration)
@@ -137,7 +151,7 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
     else:
       part['writer'].add_failure(row)
     part['count'] += 1
-    if part['count'] >= web_config.part_size:
+    if part['count'] >= part_size:
       part['writer'].commit()
       part['writer'], part['count'] = None, 0
       failpoints.hit('search')  # a part is committed, the rest of the phase is not
@@ -150,10 +164,7 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
     raise
   if part['writer'] is not None:
     part['writer'].commit()
-  counts = dict(counts)
-  counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
-                                          if not results.get(q))
-  return counts
+  return dict(counts)
 
 
 def _jobs(queries: list, results: dict, done: set) -> list[Job]:
@@ -211,37 +222,7 @@ def run_sharded(iteration: int, queries: list, engine, store, *, dedup, url_cach
            len(jobs))
   downloader = download.Downloader(download_options(web_config, extra_file_roots),
                                    dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
-  part = {'writer': None, 'count': 0}
-  order = {job.url: i for i, job in enumerate(mine)}
-  waiting, next_position = {}, [0]
-
-  def sink(record: Record) -> None:  # stored in job order, as `run` does
-    waiting[order[record.url]] = record
-    while next_position[0] in waiting:
-      write(waiting.pop(next_position[0]))
-      next_position[0] += 1
-
-  def write(record: Record) -> None:
-    if part['writer'] is None:
-      part['writer'] = store.writer(iteration)
-    if record.status == OK:
-      part['writer'].add(record.jpeg, record.manifest_row())
-    else:
-      part['writer'].add_failure(record.manifest_row())
-    part['count'] += 1
-    if part['count'] >= web_config.part_size:
-      part['writer'].commit()
-      part['writer'], part['count'] = None, 0
-      failpoints.hit('search')
-
-  try:
-    asyncio.run(downloader.run(mine, sink))
-  except BaseException:
-    if part['writer'] is not None:
-      part['writer'].abort()
-    raise
-  if part['writer'] is not None:
-    part['writer'].commit()
+  _download_in_order(downloader, mine, store, iteration, web_config.part_size)
   barrier(f'search-{iteration}')
   store.refresh()
   counts, excluded = collections.Counter(), []
