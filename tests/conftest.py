@@ -1,9 +1,6 @@
 """Test setup: four fake CPU devices, set before JAX is imported anywhere."""
-import atexit
 import os
-import shutil
 import sys
-import tempfile
 
 # XLA reads these flags once, when the backend starts: they must be set before any
 # test module imports jax (jax-ml/jax#6887).
@@ -19,14 +16,16 @@ os.environ.setdefault('IE_JAX_CACHE', os.path.join(
 # The repo root holds `configs/` and `launch.py`, which are not part of the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# One persistent XLA compilation cache for the session, inherited by the launcher
-# subprocesses the tests start. Most tests build fresh jitted steps of the same tiny models,
-# and every kill-and-resume relaunch would recompile them all: with the cache a tiny
-# two-iteration launch takes ~40 s instead of ~75 s. Multi-process CPU jobs turn it off
-# themselves (docs/SCALING.md). A fresh directory per session, so nothing stale is read.
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  _XLA_CACHE = tempfile.mkdtemp(prefix='ie-jax-tests-xla-')
-  atexit.register(shutil.rmtree, _XLA_CACHE, True)
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = _XLA_CACHE
-  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# A persistent XLA compilation cache for the launcher subprocesses that tests start again
+# and again (kill-and-resume): a tiny two-iteration launch then takes ~40 s instead of ~75 s.
+# Only for those children, through the `launcher_env` fixture: the pytest process itself does not
+# read the cache, as an executable loaded from it once aborted a long in-process test run
+# (docs/DECISIONS.md, "Tests and the compilation cache"). A fresh directory per session.
+@pytest.fixture(scope='session')
+def launcher_env(tmp_path_factory) -> dict[str, str]:
+  """The environment for a launcher child: this one's, plus the shared compilation cache."""
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('xla-cache')),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')

@@ -9,7 +9,6 @@ import errno
 import os
 import subprocess
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,27 +17,6 @@ from ie_jax import explorer
 from ie_jax.testing import soak
 from ie_jax.utils import checkpoint, disk, failpoints
 from ie_jax.web import store as store_lib
-
-
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Each Explorer builds fresh jitted steps; an on-disk XLA cache spares the recompiles.
-
-  Set for this module only, and undone after it (jax initialises the cache once, so it is
-  reset both ways).
-  """
-  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
-  settings = {'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('xla-cache')),
-              'jax_persistent_cache_min_compile_time_secs': 0.0,
-              'jax_persistent_cache_min_entry_size_bytes': 0}
-  saved = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
 
 
 def small_config():

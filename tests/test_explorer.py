@@ -57,8 +57,8 @@ def test_two_iterations_leave_every_artefact(straight_run):
   assert store.num_images(0) == sum(r['status'] == 'ok' for r in rows)
 
 
-def run_launcher(workdir, failpoint=None, timeout=600):
-  env = dict(os.environ)
+def run_launcher(workdir, env, failpoint=None, timeout=600):
+  env = dict(env)
   env.pop('IE_JAX_FAILPOINT', None)
   if failpoint:
     env['IE_JAX_FAILPOINT'] = failpoint
@@ -67,16 +67,17 @@ def run_launcher(workdir, failpoint=None, timeout=600):
       + OVERRIDES, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run, tmp_path):
+def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run, tmp_path,
+                                                                   launcher_env):
   straight_dir, straight = straight_run
   workdir = str(tmp_path / 'killed')
   kills = 0
   for phase in ('sample', 'search', 'reward', 'train', 'replay', 'update'):
-    proc = run_launcher(workdir, failpoint=phase)
+    proc = run_launcher(workdir, launcher_env, failpoint=phase)
     assert proc.returncode == -9, (phase, proc.returncode, proc.stderr[-2000:])
     kills += 1
     # No temporary file outlives the resume that follows (checked at the end).
-  proc = run_launcher(workdir)
+  proc = run_launcher(workdir, launcher_env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   print(f'{kills} kills, {kills} resumes')
 
