@@ -3,10 +3,12 @@
 All derived quantities (the batch-scaled lr, total steps) are computed here from config
 inputs, never stored in configs.
 """
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 
@@ -58,7 +60,15 @@ def learning_rate(optim_config, batch_size: int, total_steps: int) -> optax.Sche
 
 
 def ema_momentum(moco_config, total_steps: int):
-  """The momentum encoder's m: the paper's constant 0.9985, or MoCo v3's cosine ramp to 1."""
+  """The momentum encoder's m: the paper's constant 0.9985, or MoCo v3's cosine ramp to 1.
+
+  Equal inputs give the same function object (see `build`).
+  """
+  return _ema_momentum(ml_collections.FrozenConfigDict(moco_config), total_steps)
+
+
+@functools.lru_cache(maxsize=8)
+def _ema_momentum(moco_config, total_steps: int):
   m0 = moco_config.momentum
   if moco_config.momentum_schedule == 'constant':
     return lambda step: jnp.asarray(m0, jnp.float32)
@@ -72,7 +82,17 @@ def ema_momentum(moco_config, total_steps: int):
 
 
 def build(optim_config, batch_size: int, total_steps: int = 0):
-  """Returns (optax transformation, lr schedule) from `config.optim`."""
+  """Returns (optax transformation, lr schedule) from `config.optim`.
+
+  Equal inputs give the same objects. `train.make_train_step` keys its jitted step on them,
+  so a second run in one process (the demo's `compare`, a probe after training, the tests)
+  reuses the compiled step instead of compiling it again.
+  """
+  return _build(ml_collections.FrozenConfigDict(optim_config), batch_size, total_steps)
+
+
+@functools.lru_cache(maxsize=8)
+def _build(optim_config, batch_size: int, total_steps: int):
   if optim_config.name != 'lars':
     raise ValueError(f"config.optim.name must be 'lars', got {optim_config.name!r}.")
   lr = learning_rate(optim_config, batch_size, total_steps)

@@ -145,6 +145,10 @@ def embed_step(state: TrainState, images, *, model: moco.MoCoV3):
   return feats / jnp.maximum(jnp.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
 
+# Cached on the static pieces (the mesh, model and temperature compare by value; the
+# optimizer and schedules are the same objects for equal configs, `optim.build`): runs
+# with equal configs in one process share one jitted function, hence one compilation.
+@functools.lru_cache(maxsize=8)
 def make_train_step(mesh, **static):
   """`train_step` jitted on `mesh`: state replicated and donated, batch split over 'data'."""
   repl = sharding.replicated(mesh)
@@ -153,6 +157,7 @@ def make_train_step(mesh, **static):
                  out_shardings=(repl, repl), donate_argnums=(0,))
 
 
+@functools.lru_cache(maxsize=8)
 def make_embed_step(mesh, *, model: moco.MoCoV3):
   """`embed_step` jitted on `mesh`: images split over 'data', features readable by every
   process (`sharding.gathered`)."""

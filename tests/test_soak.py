@@ -8,10 +8,12 @@ from configs import tiny
 from ie_jax.testing import soak
 
 
-def test_twenty_random_sigkills_lose_and_duplicate_nothing(tmp_path):
+def test_twenty_random_sigkills_lose_and_duplicate_nothing(tmp_path, launcher_env):
   config = soak.soak_config(tiny, iterations=4)
+  # The session's launcher cache: its children start from what earlier launcher tests
+  # compiled for the same tiny model (tests/conftest.py).
   out = soak.soak(config, str(tmp_path / 'killed'), str(tmp_path / 'straight'),
-                  str(tmp_path / 'xla-cache'), kills=20, seed=0)
+                  launcher_env['JAX_COMPILATION_CACHE_DIR'], kills=20, seed=0)
   print(soak.summary_line(out))
   assert (out['kills'], out['resumes']) == (20, 20)
   assert soak.lost_and_duplicated(out['straight_images'], out['resumed_images']) == (0, 0)

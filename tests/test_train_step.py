@@ -2,6 +2,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -109,3 +110,34 @@ def test_embed_step_is_normalised_eval_mode_and_sharded():
   other[4:] = 0
   feats2 = embed(state, sharding.put_batch(other, mesh))
   np.testing.assert_allclose(np.asarray(feats2)[:4], np.asarray(feats)[:4], rtol=1e-5)
+
+
+def test_equal_configs_share_one_compiled_step_and_a_changed_one_does_not():
+  """Runs in one process (compare mode, probes, tests) must not compile equal steps twice,
+  and must never reuse a step built for other hyper-parameters."""
+  mesh = sharding.make_mesh()
+  optim_config = ml_collections.ConfigDict(dict(
+      name='lars', base_lr=0.8, schedule='constant', warmup_fraction=0.0,
+      weight_decay=1e-6, momentum=0.9, trust_coefficient=1e-3))
+  moco_config = ml_collections.ConfigDict(dict(momentum=0.9985, momentum_schedule='constant'))
+
+  def make(optim_config):
+    tx, lr = optim.build(optim_config, 8)
+    step = train.make_train_step(mesh, model=MODEL, tx=tx, learning_rate=lr,
+                                 ema_momentum=optim.ema_momentum(moco_config, 0),
+                                 temperature=1.0, augment=None)
+    return tx, step
+
+  tx, first = make(optim_config)
+  state = jax.device_put(fresh_state(tx), sharding.replicated(mesh))
+  state, _ = first(state, sharding.put_batch(batch(), mesh), jax.random.key(1))
+  _, again = make(ml_collections.ConfigDict(optim_config.to_dict()))
+  assert again is first and again._cache_size() == 1
+  optim_config.base_lr = 0.4
+  other_tx, other = make(optim_config)
+  assert other is not first and other_tx is not tx
+  # The changed lr really reaches the step: half the base lr, half the logged lr.
+  other_state = jax.device_put(fresh_state(other_tx), sharding.replicated(mesh))
+  _, metrics = other(other_state, sharding.put_batch(batch(), mesh), jax.random.key(1))
+  assert float(metrics['lr']) == pytest.approx(0.4 * 8 / 256)
+  assert train.make_embed_step(mesh, model=MODEL) is train.make_embed_step(mesh, model=MODEL)

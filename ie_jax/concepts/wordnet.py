@@ -14,10 +14,10 @@ import os
 import shutil
 import warnings
 
-import nltk
-from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
 from ie_jax.concepts import cache
+
+# NLTK is imported where WordNet is read, not here: its package import pulls in SciPy and
+# takes ~1.5 s, which every launch would pay, including those whose vocabulary is a world's.
 
 DEBIAN_DIRS = ('/usr/share/wordnet',)
 
@@ -98,6 +98,7 @@ def find_wordnet(nltk_paths: list[str] | None = None,
     WordNetNotFoundError: nothing usable was found; the message lists where we looked
       and how to install it.
   """
+  import nltk  # pylint: disable=g-import-not-at-top
   searched = list(nltk.data.path if nltk_paths is None else nltk_paths)
   try:
     pointer = nltk.data.find('corpora/wordnet', paths=searched)
@@ -118,17 +119,22 @@ def find_wordnet(nltk_paths: list[str] | None = None,
                              f'{INSTALL_HINT}')
 
 
-class _WordNet30Reader(WordNetCorpusReader):
+def _wordnet30_reader(pointer):
   """NLTK's reader without the cross-version synset mapping.
 
   NLTK maps every non-'wordnet' version onto its own 'wordnet' corpus for the multilingual
   functions, which would require the NLTK download we are trying to do without. We read
   3.0 itself, for which that mapping is the identity.
   """
+  from nltk.corpus.reader.wordnet import WordNetCorpusReader  # pylint: disable=g-import-not-at-top
 
-  def map_wn(self, version='wordnet'):
-    del version
-    return None
+  class WordNet30Reader(WordNetCorpusReader):
+
+    def map_wn(self, version='wordnet'):
+      del version
+      return None
+
+  return WordNet30Reader(pointer, None)
 
 
 def _debian_corpus_copy(source: WordNetSource, cache_dir: str) -> str:
@@ -151,6 +157,7 @@ def _debian_corpus_copy(source: WordNetSource, cache_dir: str) -> str:
 @contextlib.contextmanager
 def _nltk_may_read(directory: str):
   """Temporarily lets NLTK's path sandbox (3.10+) open files under `directory`."""
+  import nltk  # pylint: disable=g-import-not-at-top
   added = directory not in nltk.data.path
   if added:
     nltk.data.path.append(directory)
@@ -177,13 +184,14 @@ def open_wordnet(source: WordNetSource, cache_dir: str | None = None):
     root = source.path
   zip_end = root.find('.zip')
   allowed = os.path.dirname(root[:zip_end + 4]) if zip_end >= 0 else root
+  import nltk  # pylint: disable=g-import-not-at-top
   with _nltk_may_read(os.path.realpath(allowed)):
     pointer = nltk.data.FileSystemPathPointer(root) if zip_end < 0 else nltk.data.find(
         'corpora/wordnet', paths=[os.path.dirname(allowed)])
     with warnings.catch_warnings():
       # "The multilingual functions are not available": we do not use them.
       warnings.simplefilter('ignore', UserWarning)
-      reader = _WordNet30Reader(pointer, None)
+      reader = _wordnet30_reader(pointer)
     version = reader.get_version()
     if version != '3.0':
       raise WordNetNotFoundError(
