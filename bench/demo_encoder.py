@@ -33,6 +33,7 @@ from ie_jax.data import pipeline
 from ie_jax.eval import features
 from ie_jax.utils import sharding
 from ie_jax.worlds import diagnose
+import results_io  # bench/, the script's own directory
 
 
 def web_truth(world: str, urls: list[str]):
@@ -105,8 +106,6 @@ def main(argv=None) -> int:
     rewards = diagnose.knn_reward(embed(web_bytes), embed(target_bytes), k)
     return diagnose.reward_quality(name, rewards, relevant[scored], emoji[scored])
 
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                 'demo_encoder.json')
   sample = warmup.corpus_sample(world['index'], args.warmup_images, seed=config.seed)
   batch = config.train.batch_size
   epochs = max(1, int(np.ceil(args.warmup_epochs)))
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
     point['before_finetune'] = score(f'warm-up {at:g} ep', state)
     results['points'].append(point)
     if not config.explore.finetune_epochs:
-      _write(out, results)
+      _write(args, results)
       continue
     start = time.perf_counter()
     tuned = jax.device_put(snapshot.replace(step=fresh[0], opt_state=fresh[1]),
@@ -143,16 +142,14 @@ def main(argv=None) -> int:
     print(json.dumps({k_: v for k_, v in point.items() if not isinstance(v, dict)}),
           flush=True)
     # After every point: a long warm-up that is stopped still leaves what it measured.
-    _write(out, results)
-  print(f'Written to {out}')
+    _write(args, results)
   return 0
 
 
-def _write(path: str, results: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
-  os.replace(path + '.tmp', path)
+def _write(args, results: dict) -> None:
+  results_io.write('demo_encoder', 'demo_encoder',
+                   {k: v for k, v in results.items() if k != 'points'}, results['points'],
+                   args.out)
 
 
 if __name__ == '__main__':

@@ -70,9 +70,9 @@ class Checkpointer:
     """
     if all(x.is_fully_addressable for x in jax.tree.leaves(state) if isinstance(x, jax.Array)):
       # One process: hand Orbax host copies. Given device arrays replicated over several
-      # devices, it slices each array per replica and compiles those slices, which on CPU
-      # devices made the first save of a run ~5 s instead of ~0.7 s and every later one ~3x
-      # slower (docs/DECISIONS.md). Restores read the same files into `state`'s shardings.
+      # devices, it slices each array per replica and compiles those slices: on 4 CPU
+      # devices the first save of a process took 5.6 s instead of 0.25 s, later ones 3-4x
+      # longer (docs/DECISIONS.md). Restores read the same files into `state`'s shardings.
       state = jax.device_get(state)
     try:
       failpoints.disk_full('checkpoint', os.path.join(self.directory, str(step)))
