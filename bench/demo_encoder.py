@@ -49,6 +49,20 @@ def web_truth(world: str, urls: list[str]):
   return relevant, emoji
 
 
+def scored_sample(config, sample: int):
+  """(world, web image bytes, target training image bytes, relevant, emoji): the same
+  seeded uniform sample of the web for every encoder scored, with its ground truth."""
+  world = explorer_setup.load_world(config, '/nonexistent')
+  target = explorer_setup.load_target(config, world)
+  everything = warmup.corpus_sample(world['index'], 0, seed=0)
+  relevant, emoji = web_truth(config.world_dir, everything.urls)
+  scored = np.random.default_rng(0).choice(len(everything), min(sample, len(everything)),
+                                           replace=False)
+  return (world, [everything[int(i)] for i in scored],
+          [target.source[i] for i in range(len(target.source))], relevant[scored],
+          emoji[scored])
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python bench/demo_encoder.py')
   parser.add_argument('--world', required=True, help='a built demo world (with its index)')
@@ -79,32 +93,25 @@ def main(argv=None) -> int:
     config.moco.temperature = args.temperature
   if args.finetune_epochs >= 0:
     config.explore.finetune_epochs = args.finetune_epochs
-  world = explorer_setup.load_world(config, '/nonexistent')
-  target = explorer_setup.load_target(config, world)
+  world, web_bytes, target_bytes, relevant, emoji = scored_sample(config, args.sample)
   mesh = sharding.make_mesh()
   model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
   fresh = jax.device_get((state.step, state.opt_state))
   rng = jax.random.key(config.seed)
 
-  everything = warmup.corpus_sample(world['index'], 0, seed=0)
-  relevant, emoji = web_truth(args.world, everything.urls)
-  scored = np.random.default_rng(0).choice(len(everything), min(args.sample, len(everything)),
-                                           replace=False)
-  web_bytes = [everything[int(i)] for i in scored]
-  target_bytes = [target.source[i] for i in range(len(target.source))]
   k = config.explore.reward_k
   hist = diagnose.knn_reward(np.stack([diagnose.colour_histogram(b) for b in web_bytes]),
                              np.stack([diagnose.colour_histogram(b) for b in target_bytes]), k)
   results = {'config': {k_: v for k_, v in vars(args).items()},
              'colour_histogram': diagnose.reward_quality(
-                 'colour histogram', hist, relevant[scored], emoji[scored]),
+                 'colour histogram', hist, relevant, emoji),
              'points': []}
 
   def score(name, st):
     embed = lambda images: np.asarray(features.extract(
         st, model, mesh, images, config.moco.image_size, 256, desc=name))
     rewards = diagnose.knn_reward(embed(web_bytes), embed(target_bytes), k)
-    return diagnose.reward_quality(name, rewards, relevant[scored], emoji[scored])
+    return diagnose.reward_quality(name, rewards, relevant, emoji)
 
   sample = warmup.corpus_sample(world['index'], args.warmup_images, seed=config.seed)
   batch = config.train.batch_size
