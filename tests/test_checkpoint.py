@@ -86,3 +86,37 @@ def test_missing_checkpoints_are_clear_errors(tmp_path):
   empty = checkpoint.Checkpointer(str(tmp_path / 'empty'))
   with pytest.raises(checkpoint.CheckpointError, match='No checkpoint found'):
     empty.restore(None)
+
+
+class _Killed(BaseException):
+  """Stands in for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+def test_a_kill_while_an_old_step_is_deleted_leaves_only_whole_steps(tmp_path, monkeypatch):
+  # Orbax deletes a step past max_to_keep file by file; a kill in the middle used to leave
+  # a numbered directory that listed as a step (with a warning on every listing after).
+  model = moco.MoCoV3(depth=18, width=8, small_stem=True, dim=16, mlp_dim=32)
+  state = small_state(model)
+  writer = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1)
+  writer.save(1, state, {'step': 1})
+  unlink = os.unlink
+
+  def unlink_then_die(*args, **kwargs):
+    unlink(*args, **kwargs)
+    raise _Killed
+
+  monkeypatch.setattr(os, 'unlink', unlink_then_die)  # the first file deleted, then death
+  with pytest.raises(_Killed):
+    writer.save(2, state, {'step': 2})
+  monkeypatch.undo()
+
+  steps = sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit())
+  assert steps == [2]
+  resumed = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1)
+  assert resumed.all_steps() == [2]
+  restored, meta = resumed.restore(jax.eval_shape(lambda: state))
+  assert meta == {'step': 2}
+  chex.assert_trees_all_equal(jax.device_get(restored), jax.device_get(state))
+  # The next save empties what the killed one left aside.
+  resumed.save(3, state, {'step': 3})
+  assert sorted(os.listdir(tmp_path)) == ['3']

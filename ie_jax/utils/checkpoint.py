@@ -7,6 +7,8 @@ so a checkpoint written on N devices restores onto any other device count (orbax
 A save writes into a temporary directory that Orbax renames when complete, so a kill or a
 full disk mid-save leaves the previous checkpoint as the latest. Such leftovers are deleted
 when the next writer opens the directory, or at once when the save failed for lack of space.
+A step past `max_to_keep` is first renamed into `deleted/`, then deleted, so a kill while
+it goes leaves no numbered directory that is only part of a step.
 """
 import glob
 import logging
@@ -19,6 +21,12 @@ import orbax.checkpoint as ocp
 from ie_jax.utils import disk, failpoints
 
 log = logging.getLogger(__name__)
+
+# Orbax deletes an old step file by file (in parallel on a big host). Killed in the middle,
+# it left a numbered directory that listed as a step, could not be restored, and drew a
+# warning on every listing after. A rename into this directory is atomic; emptying it is
+# ours, after each save.
+_TRASH = 'deleted'
 
 
 class CheckpointError(RuntimeError):
@@ -43,6 +51,7 @@ class Checkpointer:
         # A save killed half-way leaves `<step>.orbax-checkpoint-tmp*`; never read, but it
         # would pile up with every kill.
         cleanup_tmp_directories=not read_only,
+        todelete_subdir=None if read_only else _TRASH,
         # Synchronous saves: a step is on disk when save() returns, so a kill right after
         # can never leave the last completed phase unsaved.
         enable_async_checkpointing=False)
@@ -79,6 +88,8 @@ class Checkpointer:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
       self._manager.wait_until_finished()
+      if jax.process_index() == 0:  # the process that Orbax lets delete
+        shutil.rmtree(os.path.join(self.directory, _TRASH), ignore_errors=True)
     except (OSError, RuntimeError, ValueError) as e:
       if not disk.is_disk_full(e):
         raise
