@@ -20,7 +20,6 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # A persistent XLA compilation cache for the launcher subprocesses that tests start again
 # and again (kill-and-resume): a tiny two-iteration launch then takes ~40 s instead of ~75 s.
-# The soak's children and the multi-process test's one-process reference read it too.
 # Only for those children, through the `launcher_env` fixture: the pytest process itself
 # reads no cache, as executables loaded from one aborted long in-process runs twice
 # (docs/DECISIONS.md, "Tests and the compilation cache"). A fresh directory per session.

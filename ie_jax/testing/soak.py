@@ -33,6 +33,8 @@ TEMPORARY_MARKERS = ('.tmp', '.partial', 'orbax-checkpoint-tmp')
 
 
 def _use_compilation_cache(cache_dir: str) -> None:
+  if not cache_dir:  # '' compiles afresh in every child (what the test suite does)
+    return
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_compilation_cache_dir', cache_dir)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
