@@ -1,8 +1,8 @@
 """The downloader: (url, query, concept) jobs in, one `Record` per job out.
 
+  records = []
   options = download.DownloadOptions(image=validate.ImageLimits(max_side=256))
-  counts = download.download(jobs, sink=writer.add_record, options=options,
-                             dedup=dedup_index, url_cache=url_cache)
+  counts = download.download(jobs, sink=records.append, options=options)
 
 Each job goes: URL cache -> fetch (HTTP(S) or file://, see `fetch.py`) -> decode, check and
 re-encode in a worker process or thread (`validate.py`, `decode_pool.py`) -> test-leak and
@@ -172,6 +172,13 @@ class Downloader:
       processed = await decoder.process(data, self.options.image)
     except Rejected as failure:
       return Record(job.url, job.query, job.concept, failure.reason, detail=failure.detail)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      # A bug in our code or a library's, met on one URL: it becomes that URL's record, so
+      # the other jobs (and the run) go on, and the count shows up in the run's metrics.
+      log.error('Internal error on %s: %s: %s', job.url[:200], type(e).__name__, e,
+                exc_info=True)
+      return Record(job.url, job.query, job.concept, 'internal_error',
+                    detail=f'{type(e).__name__}: {e}'[:300])
     del data
     fields = dict(sha256=processed.sha256, phash=phash_lib.to_hex(processed.phash),
                   width=processed.width, height=processed.height)

@@ -116,8 +116,8 @@ class Fetcher:
       raise Rejected('invalid_url', str(e)) from e
     if parsed.scheme == 'file':
       return await self._read_file(parsed)
-    if parsed.scheme not in ('http', 'https') or not parsed.host:
-      raise Rejected('invalid_url', f'scheme {parsed.scheme!r}, host {parsed.host!r}')
+    if parsed.scheme not in ('http', 'https') or not _host(parsed):
+      raise Rejected('invalid_url', f'scheme {parsed.scheme!r}, host {parsed.raw_host!r}')
     for attempt in range(self._options.retries + 1):
       try:
         return await self._follow(parsed)
@@ -148,7 +148,7 @@ class Fetcher:
         url = url.join(yarl.URL(location))
       except (ValueError, TypeError) as e:
         raise Rejected('bad_redirect', f'Location {location[:200]!r}: {e}') from e
-      if url.scheme not in ('http', 'https') or not url.host:
+      if url.scheme not in ('http', 'https') or not _host(url):
         raise Rejected('bad_redirect', f'redirect to {str(url)[:200]}')
       if str(url) in seen:
         raise Rejected('redirect_limit', f'redirect loop back to {str(url)[:200]}')
@@ -181,8 +181,10 @@ class Fetcher:
           if isinstance(e.os_error, ssrf.BlockedAddress):
             raise Rejected('ssrf_blocked', str(e.os_error)) from e
           raise Rejected('dns_error', str(e.os_error)) from e
-        except aiohttp.InvalidURL as e:
-          raise Rejected('invalid_url', str(e)) from e
+        except (aiohttp.InvalidURL, UnicodeError) as e:
+          # UnicodeError: a host name the resolver cannot encode; `_host` should have caught
+          # it, but a name the IDNA codec rejects must never escape as a crash.
+          raise Rejected('invalid_url', f'{type(e).__name__}: {e}'[:200]) from e
         except aiohttp.ClientPayloadError as e:
           raise Rejected('truncated', str(e)[:200]) from e
         except (aiohttp.ClientError, OSError) as e:
@@ -245,6 +247,25 @@ class Fetcher:
             self._executor, _read_capped, path, self._options.max_bytes)
       except OSError as e:
         raise Rejected('file_error', f'{type(e).__name__}: {e.strerror}') from e
+
+
+def _host(url: yarl.URL) -> str:
+  """`url`'s host name, checked to be one a resolver can look up; raises `Rejected`.
+
+  A name with an empty label ('bad..host'), a label over 63 characters or a broken
+  punycode label ('xn--') passes URL parsing but makes the IDNA codec raise UnicodeError
+  inside name resolution, which no network error handler expects. Checked on the first
+  request and on every redirect hop (a server chooses the Location).
+  """
+  try:
+    host = url.host or ''
+    if host and ssrf.ip_literal(host) is None:
+      encoded = host.rstrip('.').encode('idna')
+      if len(encoded) > 253:
+        raise UnicodeError('host name longer than 253 characters')
+  except (UnicodeError, ValueError) as e:
+    raise Rejected('invalid_url', f'host {url.raw_host!r}: {e}'[:200]) from e
+  return host
 
 
 def _read_capped(path: str, cap: int) -> bytes:

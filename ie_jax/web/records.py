@@ -34,12 +34,14 @@ REASONS = {
     'duplicate_sha256': 'the re-encoded image is byte-identical to one already kept',
     'near_duplicate': 'the perceptual hash is within the threshold of one already kept',
     'test_leak': "the image matches one of the target's test images",
+    'internal_error': 'a bug: an unexpected exception in this job (its type is in the detail)',
 }
 _HTTP = re.compile(r'http_[1-5]\d\d')
 
 # Failures that say nothing permanent about the URL: they are retried within a run and not
 # remembered by the URL cache, so a later iteration may try again.
-TRANSIENT = frozenset({'dns_error', 'connection_error', 'timeout', 'http_408', 'http_429'})
+TRANSIENT = frozenset({'dns_error', 'connection_error', 'timeout', 'http_408', 'http_429',
+                       'internal_error'})
 
 
 class Rejected(Exception):
