@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import time
-import urllib.parse
 
 import jax
 import numpy as np
@@ -32,35 +31,32 @@ from ie_jax import explorer_setup, pretrain, warmup
 from ie_jax.data import pipeline
 from ie_jax.eval import features
 from ie_jax.utils import sharding
-from ie_jax.worlds import diagnose
+from ie_jax.worlds import diagnose, world_format
 import results_io  # bench/, the script's own directory
 
 
 def web_truth(world: str, urls: list[str]):
-  """(relevant, emoji) flags per index row, from the world's ground truth."""
-  with open(os.path.join(world, 'ground_truth.json'), encoding='utf-8') as f:
-    truth = json.load(f)
-  corpus = os.path.realpath(os.path.join(world, 'corpus'))
-  files = [os.path.relpath(urllib.parse.unquote(urllib.parse.urlsplit(u).path), corpus)
-           for u in urls]
-  relevant = np.asarray([truth['images'][f]['subgroup'] in truth['classes'] for f in files])
-  emoji = np.asarray([truth['images'][f]['style'] not in ('mdi', 'game_icons')
-                      for f in files])
-  return relevant, emoji
+  """(relevant flags, kinds) per index row, from the world's ground truth."""
+  opened = world_format.open_world(world, need_ground_truth=True)
+  truth = world_format.load_ground_truth(opened)
+  files = [world_format.corpus_file(u, opened.corpus) for u in urls]
+  kinds = np.asarray([truth['images'].get(f, {}).get('kind', 'web') for f in files])
+  return world_format.relevant_rows(opened, urls, truth), kinds
 
 
 def scored_sample(config, sample: int):
-  """(world, web image bytes, target training image bytes, relevant, emoji): the same
+  """(world, web image bytes, target training image bytes, relevant, kinds): the same
   seeded uniform sample of the web for every encoder scored, with its ground truth."""
+  config.world = ''  # the world directory as it is: never built over
   world = explorer_setup.load_world(config, '/nonexistent')
   target = explorer_setup.load_target(config, world)
   everything = warmup.corpus_sample(world['index'], 0, seed=0)
-  relevant, emoji = web_truth(config.world_dir, everything.urls)
+  relevant, kinds = web_truth(config.world_dir, everything.urls)
   scored = np.random.default_rng(0).choice(len(everything), min(sample, len(everything)),
                                            replace=False)
   return (world, [everything[int(i)] for i in scored],
           [target.source[i] for i in range(len(target.source))], relevant[scored],
-          emoji[scored])
+          kinds[scored])
 
 
 def main(argv=None) -> int:
@@ -93,7 +89,7 @@ def main(argv=None) -> int:
     config.moco.temperature = args.temperature
   if args.finetune_epochs >= 0:
     config.explore.finetune_epochs = args.finetune_epochs
-  world, web_bytes, target_bytes, relevant, emoji = scored_sample(config, args.sample)
+  world, web_bytes, target_bytes, relevant, kinds = scored_sample(config, args.sample)
   mesh = sharding.make_mesh()
   model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
   fresh = jax.device_get((state.step, state.opt_state))
@@ -104,14 +100,14 @@ def main(argv=None) -> int:
                              np.stack([diagnose.colour_histogram(b) for b in target_bytes]), k)
   results = {'config': {k_: v for k_, v in vars(args).items()},
              'colour_histogram': diagnose.reward_quality(
-                 'colour histogram', hist, relevant, emoji),
+                 'colour histogram', hist, relevant, kinds),
              'points': []}
 
   def score(name, st):
     embed = lambda images: np.asarray(features.extract(
         st, model, mesh, images, config.moco.image_size, 256, desc=name))
     rewards = diagnose.knn_reward(embed(web_bytes), embed(target_bytes), k)
-    return diagnose.reward_quality(name, rewards, relevant, emoji)
+    return diagnose.reward_quality(name, rewards, relevant, kinds)
 
   sample = warmup.corpus_sample(world['index'], args.warmup_images, seed=config.seed)
   batch = config.train.batch_size

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
   config = demo.get_config()
   config.world_dir = args.world
-  _, web, target_train, relevant, emoji = demo_encoder.scored_sample(config, args.sample)
+  _, web, target_train, relevant, kinds = demo_encoder.scored_sample(config, args.sample)
   test = target_lib.load(config.target, 'test')
   target_test = [test.source[i] for i in range(len(test.source))]
   train_labels = np.asarray(target_lib.load(config.target, 'train').labels())
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     web_f, train_f = embed(model, web, size), embed(model, target_train, size)
     row = diagnose.reward_quality(f'EfficientNet-Lite0 {size}px',
-                                  diagnose.knn_reward(web_f, train_f, k), relevant, emoji)
+                                  diagnose.knn_reward(web_f, train_f, k), relevant, kinds)
     nearest = (embed(model, target_test, size) @ train_f.T).argmax(axis=1)
     row.update(size=size, seconds=round(time.perf_counter() - start, 1),
                target_1nn_accuracy=float((train_labels[nearest] == test_labels).mean()),

@@ -90,8 +90,13 @@ def get_base_config() -> ml_collections.ConfigDict:
       iterations=40,               # the paper runs ~20-55 (Figs. 5/7); no stopping rule given
       queries_per_iteration=256,
       images_per_query=100,
-      min_images_per_query=10,     # fewer usable images: the query is not scored
+      min_images_per_query=10,     # query_scoring 'new': fewer images, the query is not scored
       top_images_per_concept=10,   # concept score = mean of its top-10 image rewards
+      # Which of a query's images score it (policy.QueryScoring): 'all' its results,
+      # earlier downloads at their stored rewards, so every query is observed; 'yield'
+      # (only its new images; unfilled slots at the iteration's lowest reward); 'new' (only
+      # its new images, unobserved under min_images_per_query: the pre-#19 rule).
+      query_scoring='all',
       reward_k=15,                 # image reward = mean cos-sim to the 15 nearest targets
       epochs_per_iteration=10,
       pcr=2.0,                     # old images (replay ∪ target) per new candidate
@@ -122,6 +127,13 @@ def get_base_config() -> ml_collections.ConfigDict:
       gp_alpha=1e-2,
       gp_normalize_y=True,
       sample_with_replacement=False,
+      # Whether a concept whose query was searched before may be drawn again: a cached
+      # engine answers a repeated query with what it already gave. Ignored with descriptors
+      # (they vary the query). Senses sharing a lemma share a query.
+      redraw_searched=False,
+      # The GP's input: 'text' ("{lemma} ({hypernym}): {definition}", the paper's) or
+      # 'text+query' (that and the searched query's own embedding, side by side).
+      gp_input='text',
       text_model='',               # MiniLM directory; '' finds it (HF cache, wheel)
       # "Ours++": a local causal LM (directory or cached HF id, e.g. 'EleutherAI/gpt-j-6b')
       # prepends a descriptor to each query; '' = plain concepts ("Ours").
@@ -164,6 +176,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       # Comma-separated concept modes to run side by side into WORKDIR/<mode> with one
       # comparison report ('' = one run, config.concepts.mode, in WORKDIR).
       compare_modes='',
+      # On a world with ground truth: the policy's "relevant mass" is on the concepts of
+      # these comma-separated WordNet lexnames ('' = on the concepts whose query returns
+      # mostly target-class images in that world: ie_jax.worlds.scoring).
+      relevant_lexnames='',
   ))
 
   # Initialisation: '' starts from scratch (with a warning); else the path of the official

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ie_jax import explorer_setup, explorer_state, report, reward, search_phase, train
+from ie_jax.concepts import cache as concepts_cache
 from ie_jax.concepts import policy
 from ie_jax.data import pipeline
 from ie_jax.data import target as target_lib
@@ -77,6 +78,7 @@ class Explorer:
     self.caches = explorer_setup.Caches(self.side, self.state, self.target, config)
     self.engine = explorer_setup.make_engine(config, self.world, self.caches.queries)
     self.policy_config = explorer_setup.policy_config(config)
+    self.scoring = explorer_setup.query_scoring(config)
     self.descriptors = explorer_setup.descriptor_sampler(config)
     self._knn_data = None
 
@@ -104,6 +106,20 @@ class Explorer:
     dropped = {int(i) for t, i in excluded if t == it}
     return [r for r in self.store.manifest(it) if r['status'] == 'ok'
             and r['index'] not in dropped]
+
+  def searched(self) -> policy.Searched | None:
+    """Concepts whose query was searched; None where redraws are allowed (descriptors
+    vary a repeated concept's query)."""
+    if self.policy_config.redraw_searched or self.descriptors is not None:
+      return None
+    done = self.side.load_array(self.state, 'searched', np.zeros((0,), np.int64))
+    return policy.Searched.by_text(self.vocab.lemmas, done)
+
+  def reward_book(self) -> dict:
+    """Stored rewards of every image kept so far, by sha256 prefix (query scoring 'all')."""
+    keys = self.side.load_array(self.state, 'reward_keys', np.zeros((0,), np.uint64))
+    values = self.side.load_array(self.state, 'reward_values', np.zeros((0,), np.float32))
+    return dict(zip(keys.tolist(), values.tolist()))
 
   def replay_refs(self) -> np.ndarray:
     return self.side.load_array(self.state, 'replay', np.zeros((0, 2), np.int64))
@@ -134,18 +150,25 @@ class Explorer:
 
   def _sample(self) -> dict:
     cfg = self.config.explore
-    probs = policy.distribution(self.embeddings, self.observations(), self.policy_config)
-    seed = self.config.seed * 1_000_003 + self.state.iteration
+    searched = self.searched()
+    probs = policy.distribution(self.embeddings, self.observations(), self.policy_config,
+                                searched=searched)
+    seed = policy.query_seed(self.config.seed, self.state.iteration)
     drawn = policy.sample_queries(probs, cfg.queries_per_iteration,
                                   mode=self.policy_config.mode,
                                   num_labels=len(self.target.class_names), seed=seed,
-                                  replace=self.config.concepts.sample_with_replacement)
+                                  replace=self.config.concepts.sample_with_replacement,
+                                  groups=None if searched is None else searched.queries)
     # Class-name queries get ids -1, -2, ...: searched and trained on, never GP observations.
     ids = [int(c) for c in drawn.concepts] + [-1 - int(l) for l in drawn.labels]
     names = [self.vocab.lemmas[c] for c in drawn.concepts] + [
         self.target.class_names[l] for l in drawn.labels]
     if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
       names = self.descriptors.queries(names, seed=seed)
+    # Kept for scoring and plots: where the policy looked, concept by concept.
+    concepts_cache.atomic_write(
+        os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
+        lambda f: np.save(f, probs.astype(np.float32)))
     nz = probs[probs > 0]
     top = np.argsort(-probs)[:10]
     out = {'queries': [[i, q] for i, q in zip(ids, names)],
@@ -285,23 +308,43 @@ class Explorer:
     return {'replay_added': len(added), 'replay_size': len(replay)}
 
   def update(self) -> dict:
-    it, cfg = self.state.iteration, self.config.explore
+    """Scores every drawn query (`policy.score_queries`) and adds the observations."""
+    it = self.state.iteration
     rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
-    by_concept = {}
-    for row in self.ok_rows(it) if it in self.store.iterations() else []:
-      if int(row['concept']) >= 0:  # class names: not observed
-        by_concept.setdefault(int(row['concept']), []).append(rewards[row['index']])
-    concepts, scores = [], []
-    for concept, values in sorted(by_concept.items()):
-      concepts.append(concept)
-      scores.append(policy.concept_score(np.asarray(values), top_k=cfg.top_images_per_concept,
-                                         min_images=cfg.min_images_per_query))
+    rows = self.store.manifest(it) if it in self.store.iterations() else []
+    kept = {r['index'] for r in self.ok_rows(it)}
+    book = self.reward_book()
+    added = {_sha_key(r['sha256']): float(rewards[r['index']]) for r in rows
+             if r['status'] == 'ok' and r['index'] in kept}
+    book.update(added)
+    new, old = {}, {}
+    for row in rows:
+      concept = int(row['concept'])
+      if concept < 0:  # class names: searched and trained on, never observations
+        continue
+      if row['status'] == 'ok' and row['index'] in kept:
+        new.setdefault(concept, []).append(float(rewards[row['index']]))
+      elif row.get('sha256') and _sha_key(row['sha256']) in book:
+        # An image an earlier query (or process) brought: it scores this query too.
+        old.setdefault(concept, []).append(book[_sha_key(row['sha256'])])
+    drawn = sorted({int(c) for c, _ in self.state.queries if int(c) >= 0})
+    results = [policy.QueryResult(c, self.config.explore.images_per_query,
+                                  np.asarray(new.get(c, [])), np.asarray(old.get(c, [])))
+               for c in drawn]
+    concepts, scores = policy.score_queries(results, self.scoring)
     obs = self.observations().add(concepts, scores)
     self.state.observations = obs.to_state()
+    if added:
+      self.side.save_array(self.state, 'reward_keys', np.fromiter(book, np.uint64, len(book)))
+      self.side.save_array(self.state, 'reward_values',
+                           np.fromiter(book.values(), np.float32, len(book)))
+    done = self.side.load_array(self.state, 'searched', np.zeros((0,), np.int64))
+    self.side.save_array(self.state, 'searched', np.union1d(done, drawn).astype(np.int64))
     failpoints.hit('update')
     scored = [(s, self.vocab.lemmas[c]) for c, s in zip(concepts, scores) if np.isfinite(s)]
     best = [q for _, q in sorted(scored, reverse=True)[:10]]
-    return {'concepts_scored': len(scored), 'best_concepts': best,
+    return {'concepts_scored': len(scored), 'queries_without_new_images': sum(
+        1 for c in drawn if c not in new), 'best_concepts': best,
             'observations': len(obs.concepts)}
 
   # The loop.
@@ -351,6 +394,11 @@ class Explorer:
     self.writer.close()
     self.ckpt.close()
     self.store.close()  # its readers reopen on demand, e.g. for a probe after the run
+
+
+def _sha_key(sha256: str) -> int:
+  """A stored image's key in the reward book: the first 64 bits of its sha256."""
+  return int(sha256[:16], 16)
 
 
 def run(config, workdir: str) -> Explorer:

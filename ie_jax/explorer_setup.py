@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ie_jax import pretrain, warmup, worlds
+from ie_jax.worlds import world_format
 from ie_jax.concepts import policy, text_embed, vocab as vocab_lib
 from ie_jax.data import pipeline, target as target_lib
 from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib
@@ -20,18 +21,33 @@ log = logging.getLogger(__name__)
 
 
 def load_world(config, workdir: str) -> dict | None:
-  """Builds `config.world` (if any) into WORKDIR/world, with its search index."""
-  if not config.world:
-    return None
-  directory = config.world_dir or os.path.join(workdir, 'world')
-  paths = worlds.build(config.world, directory)
+  """The world the run explores, with its search index; None without one.
+
+  `config.world` names a builder: the world is built into `config.world_dir` (default
+  WORKDIR/world), which must be new, empty or an earlier build of the same builder. With
+  `config.world` empty, a `config.world_dir` is explored as it is (any directory in the
+  layout of `worlds/world_format.py`). Nothing here deletes or overwrites data it did not
+  write; a directory that is not what the config says raises `WorldError` saying why.
+  """
   from ie_jax.web import local_index  # pylint: disable=g-import-not-at-top
-  paths['index'] = os.path.join(directory, 'index')
+  if config.world:
+    directory = config.world_dir or os.path.join(workdir, 'world')
+    worlds.build(config.world, directory)
+  elif config.world_dir:
+    directory = config.world_dir
+  else:
+    return None
+  paths = world_format.open_world(directory).paths()
   try:
     local_index.load(paths['index'], corpus_dir=paths['corpus'])
-  except local_index.LocalIndexError:  # missing, partial or stale: (re)build it
+  except local_index.LocalIndexError as e:  # missing, partial or stale: (re)build it
+    if os.path.exists(paths['index']) and not os.path.exists(
+        os.path.join(paths['index'], local_index.MANIFEST)):
+      raise world_format.WorldError(
+          f'{paths["index"]} is not a search index ie-jax wrote ({e}); move it away and '
+          'the index is built there.') from e
     local_index.build(paths['corpus'], paths['index'],
-                      model_dir=config.concepts.text_model or None, progress=False)
+                      model_dir=config.concepts.text_model or None, progress=True)
   return paths
 
 
@@ -60,7 +76,8 @@ LABEL_MODES = ('labels', 'labels+relevant', 'labels+learned')
 
 
 def load_concepts(config, world, class_names=()):
-  """(vocabulary, its text embeddings [N, 384]).
+  """(vocabulary, the GP's input per concept: its text embedding [N, 384], or with
+  `gp_input='text+query'` that and its query's embedding [N, 768], unit norm).
 
   In the label-set modes the vocabulary is pruned to the concepts closest to the class
   names (paper §3.2), for every such mode, the random ones included.
@@ -86,6 +103,14 @@ def load_concepts(config, world, class_names=()):
     log.info('Label-set mode: the vocabulary is pruned to %d of %d concepts.', len(keep),
              len(vocab))
     vocab, embeddings = vocab.subset(keep), embeddings[keep]
+  if config.concepts.gp_input == 'text+query':
+    # The engine is searched with the lemma, so two senses of one word get the same
+    # results; the query's own embedding beside the sense's lets the GP see that.
+    queries = text_embed.embed_cached(vocab.lemmas, embedder)
+    embeddings = np.concatenate([embeddings, queries], axis=1) / np.sqrt(2.0)
+  elif config.concepts.gp_input != 'text':
+    raise ValueError(f"config.concepts.gp_input must be 'text' or 'text+query', not "
+                     f'{config.concepts.gp_input!r}.')
   return vocab, embeddings
 
 
@@ -94,7 +119,14 @@ def policy_config(config) -> policy.PolicyConfig:
   return policy.PolicyConfig(
       mode=c.mode, smr=c.smr, tier_bounds=tuple(c.tier_bounds),
       tier_masses=tuple(c.tier_masses), length_scale=c.gp_length_scale, alpha=c.gp_alpha,
-      normalize_y=c.gp_normalize_y, replace=c.sample_with_replacement)
+      normalize_y=c.gp_normalize_y, replace=c.sample_with_replacement,
+      redraw_searched=c.redraw_searched)
+
+
+def query_scoring(config) -> policy.QueryScoring:
+  ex = config.explore
+  return policy.QueryScoring(top_k=ex.top_images_per_concept,
+                             min_images=ex.min_images_per_query, rule=ex.query_scoring)
 
 
 def descriptor_sampler(config):

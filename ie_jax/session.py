@@ -43,7 +43,7 @@ def run_one(config, workdir: str) -> dict:
                         'metric': result['metric'], 'step': result['step']}
     sections.append(('Probe of the last checkpoint', _probe_html(summary['probe'])))
   if done.world and 'ground_truth' in done.world:
-    summary['world'] = scoring.score(workdir, done.world, done.state.history, done.vocab)
+    summary['world'] = scoring.score(workdir, done.world, done.vocab, config)
     _world_plots(workdir, {config.concepts.mode: summary['world']})
     sections.append(('Against the world\'s ground truth', _world_html(summary['world'])))
   if sections:
@@ -99,7 +99,8 @@ def _world_plots(directory: str, worlds: dict) -> None:
   base = ({'vocabulary base rate': any_world['vocab_relevant_share']}
           if 'vocab_relevant_share' in any_world else {})
   report.lines_plot({m: _mass_series(w) for m, w in worlds.items()},
-                    'policy mass on animal / plant / food concepts', 'probability',
+                    f'policy mass on concepts relevant to {any_world["target"]}',
+                    'probability',
                     os.path.join(out, 'relevant_mass.png'), base)
 
 

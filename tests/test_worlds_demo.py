@@ -123,8 +123,11 @@ def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
   assert {e['style'] for e in by_caption['dog face: dog, pet']} == {'a', 'b'}
   assert truth['images'][next(r['file'] for r in rows if r['caption'] == 'cat' and
                               truth['images'][r['file']]['style'] == 'icons')][
-                                  'subgroup'] == 'animal-mammal'
-  assert by_caption['gear'] == [{'subgroup': '', 'style': 'icons'}]
+                                  'class'] == 'mammal'
+  assert by_caption['gear'] == [{'class': '', 'subgroup': '', 'style': 'icons',
+                                 'kind': 'icon'}]
+  assert by_caption['dog face: dog, pet'][0]['kind'] == 'emoji'
+  # Relevance is the class: the truth lists the target's class names.
   # Captions never carry the label (subgroup) of the target.
   assert not any('mammal' in r['caption'] or 'fruit-' in r['caption'] for r in rows)
   for row in rows:  # our own file names, real 64 px RGB pictures
@@ -144,8 +147,10 @@ def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
   for package in [kw['catalogue'], *kw['web_emoji'].values(), kw['target']]:
     assert package.spec in notice and package.integrity in notice
   stamp = json.load(open(os.path.join(str(tmp_path / 'world'), 'world.json')))
-  assert stamp['web_relevant'] == sum(e['subgroup'] in truth['classes']
+  assert stamp['web_relevant'] == sum(e['class'] in truth['classes']
                                       for e in truth["images"].values()) == 8
+  assert stamp['builder'] == demo_world.BUILDER and stamp['format'] == 'ie-jax-world'
+  assert sorted(truth['classes']) == sorted(demo_world.TARGET_CLASSES.values())
   assert not os.path.exists(str(tmp_path / 'world') + '.partial')
 
 

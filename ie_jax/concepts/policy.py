@@ -59,8 +59,9 @@ class PolicyConfig:
       in 0.5-0.73 (Fig. 6), which only the standardised GP reproduces.
     chunk_size: concepts per GP prediction step.
     replace: sample the iteration's concepts with replacement.
-    top_k: image rewards averaged into a query's score.
-    min_images: fewer finite image rewards than this and the query is not observed.
+    redraw_searched: whether a concept searched before may be drawn again. A cached
+      engine answers a repeated query with the same results, all already downloaded, so
+      without descriptors to vary it a redraw is a wasted query.
   """
   mode: str = 'learned'
   smr: float = 3.0
@@ -71,8 +72,7 @@ class PolicyConfig:
   normalize_y: bool = True
   chunk_size: int = 8192
   replace: bool = False
-  top_k: int = 10
-  min_images: int = 10
+  redraw_searched: bool = True
 
   def __post_init__(self):
     if self.mode not in LABEL_FRACTION:
@@ -99,6 +99,126 @@ def concept_score(image_rewards, *, top_k: int = 10, min_images: int = 10) -> fl
   if finite.size < min_images or finite.size == 0:
     return math.nan
   return float(np.mean(np.sort(finite)[-top_k:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryScoring:
+  """How one searched query becomes an observation of its concept.
+
+  Attributes:
+    top_k: image rewards averaged into the score (the paper's top 10).
+    min_images: under rule 'new', fewer new images than this and the query is not observed.
+    rule: which of a query's images it is scored on (docs/DECISIONS.md, "Query scoring"):
+      'all': all its results that have a reward, the new ones and those an earlier query
+        had already brought (their stored rewards): a query's score says how good its
+        results are, whoever downloaded them first. Every drawn query is observed: slots
+        of the top_k it cannot fill score the iteration's lowest reward.
+      'yield': only the images it added, with unfilled slots at that floor: a query that
+        adds nothing scores as the worst image found.
+      'new': only the images it added, and a query that added fewer than `min_images` is
+        not observed. So a dried-up concept is never observed again, the GP keeps
+        predicting it from its neighbours, and the policy keeps drawing it.
+  """
+  top_k: int = 10
+  min_images: int = 10
+  rule: str = 'all'
+
+  def __post_init__(self):
+    if self.rule not in SCORING_RULES:
+      raise ValueError(f'Unknown query scoring rule {self.rule!r}; valid: {SCORING_RULES}.')
+
+
+SCORING_RULES = ('all', 'yield', 'new')
+
+
+# eq=False: the fields are arrays, whose == is elementwise.
+@dataclasses.dataclass(frozen=True, eq=False)
+class QueryResult:
+  """What one query of an iteration brought.
+
+  Attributes:
+    concept: its vocabulary index.
+    requested: images asked of the engine.
+    new: rewards of the images it added this iteration.
+    old: stored rewards of its results that an earlier query had already brought (those
+      whose reward is unknown, e.g. refused near-duplicates, are left out).
+  """
+  concept: int
+  requested: int
+  new: np.ndarray
+  old: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,)))
+
+
+def _finite(values) -> np.ndarray:
+  values = np.asarray(values, np.float64).ravel()
+  return values[np.isfinite(values)]
+
+
+def score_queries(results, scoring: QueryScoring = QueryScoring()):
+  """An iteration's query results -> (concepts, scores) observations, by `scoring.rule`.
+
+  A concept queried twice in one iteration is scored once, on the images of both queries.
+  A NaN score is not an observation (`Observations.add` drops it): under rule 'new' a query
+  with too few new images, under every rule an iteration with no reward at all.
+  """
+  by_concept: dict[int, list] = {}
+  for r in results:
+    by_concept.setdefault(int(r.concept), []).append(r)
+  everything = [_finite(v) for r in results for v in (r.new, r.old)]
+  everything = np.concatenate(everything) if everything else np.zeros((0,))
+  # No reward at all this iteration (nothing stored): no scale to score against, so the
+  # queries are not observed.
+  floor = float(everything.min()) if everything.size else math.nan
+  concepts, scores = [], []
+  for concept, queries in sorted(by_concept.items()):
+    new = np.concatenate([np.asarray(q.new, np.float64).ravel() for q in queries])
+    if scoring.rule == 'new':
+      score = concept_score(new, top_k=scoring.top_k, min_images=scoring.min_images)
+    else:
+      pool = [_finite(new)] + ([_finite(q.old) for q in queries] if scoring.rule == 'all'
+                               else [])
+      slots = max(1, min(scoring.top_k, sum(q.requested for q in queries)))
+      best = np.sort(np.concatenate(pool))[::-1][:slots]
+      score = float((best.sum() + floor * (slots - best.size)) / slots)
+    concepts.append(concept)
+    scores.append(score)
+  return np.asarray(concepts, np.int64), np.asarray(scores, np.float64)
+
+
+def query_seed(seed: int, iteration: int) -> int:
+  """The seed of an iteration's query draw (the explorer's and the replay's)."""
+  return seed * 1_000_003 + iteration
+
+
+class Searched:
+  """Which concepts have had their query searched already.
+
+  Senses that share a lemma share a query ('bass' the fish and 'bass' the voice), so
+  searching one searches all of them: `queries` maps each concept to its query's id.
+  """
+
+  def __init__(self, queries, searched=None):
+    self.queries = np.asarray(queries, np.int64)
+    self._done = np.zeros((int(self.queries.max(initial=-1)) + 1,), bool)
+    if searched is not None:
+      self._done[self.queries[np.asarray(searched, np.int64)]] = True
+
+  @classmethod
+  def by_text(cls, texts, searched=None) -> 'Searched':
+    """Concepts grouped by identical query text."""
+    _, ids = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    return cls(ids, searched)
+
+  @property
+  def mask(self) -> np.ndarray:
+    """(concepts,) bool: whether each concept's query has been searched."""
+    return self._done[self.queries]
+
+  def add(self, concepts) -> 'Searched':
+    out = Searched(self.queries)
+    out._done = self._done.copy()  # pylint: disable=protected-access
+    out._done[self.queries[np.asarray(concepts, np.int64)]] = True  # pylint: disable=protected-access
+    return out
 
 
 # eq=False: the fields are arrays, whose == is elementwise.
@@ -227,36 +347,63 @@ def tier(probs, bounds=(250, 1000), masses=(0.8, 0.1, 0.1)) -> np.ndarray:
 
 
 def distribution(embeddings, observations: Observations,
-                 config: PolicyConfig = PolicyConfig()) -> np.ndarray:
+                 config: PolicyConfig = PolicyConfig(),
+                 searched: 'Searched | None' = None) -> np.ndarray:
   """The sampling distribution over the (possibly pruned) vocabulary for `config.mode`.
 
   'random' and 'labels+relevant' are uniform; 'learned' and 'labels+learned' run steps
   2-4; 'labels' samples no concepts and also returns the uniform distribution (unused).
+  Unless `config.redraw_searched`, concepts in `searched` then get no mass (the rest keep
+  their proportions), as long as enough concepts are left to draw from.
   """
   n = observations.vocab_size
-  uniform = np.full((n,), 1.0 / n)
-  if config.mode not in _LEARNED_MODES or observations.concepts.size == 0:
-    return uniform
-  scores = learned_scores(embeddings, observations, length_scale=config.length_scale,
-                          alpha=config.alpha, normalize_y=config.normalize_y,
-                          chunk_size=config.chunk_size)
-  if scores.max() == scores.min():
-    return uniform
-  return tier(range_softmax(scores, config.smr), config.tier_bounds, config.tier_masses)
+  # The concepts that may be drawn; a vocabulary searched out allows redraws again.
+  allowed = np.ones((n,), bool)
+  if not config.redraw_searched and searched is not None and not searched.mask.all():
+    allowed = ~searched.mask
+  probs = np.zeros((n,))
+  probs[allowed] = 1.0 / allowed.sum()
+  if config.mode in _LEARNED_MODES and observations.concepts.size:
+    scores = learned_scores(embeddings, observations, length_scale=config.length_scale,
+                            alpha=config.alpha, normalize_y=config.normalize_y,
+                            chunk_size=config.chunk_size)[allowed]
+    if scores.max() != scores.min():
+      # Tiered among the drawable concepts, so searched ones never hold a tier's mass.
+      probs[allowed] = tier(range_softmax(scores, config.smr), config.tier_bounds,
+                            config.tier_masses)
+  return probs
 
 
 # Sampling.
 
-def sample_concepts(probs, n: int, *, seed: int, replace: bool = False) -> np.ndarray:
+def sample_concepts(probs, n: int, *, seed: int, replace: bool = False,
+                    groups=None) -> np.ndarray:
   """`n` concept indices drawn from `probs` by a NumPy generator seeded with `seed`.
 
-  Without replacement, `n` must not exceed the vocabulary.
+  Without replacement, `n` must not exceed the vocabulary. `groups` (each concept's query
+  id, `Searched.queries`), without replacement: no two concepts of one query in a draw,
+  since the second would search what the first did. That draw is the same sequential
+  draw without replacement, done as Gumbel top-k.
   """
   probs = np.asarray(probs, dtype=np.float64)
   if not replace and n > probs.size:
     raise ValueError(f'Cannot draw {n} distinct concepts from {probs.size}.')
+  drawable = np.count_nonzero(probs)
+  if not replace and n > drawable:
+    # Fewer drawable concepts than queries (searched concepts have none): after all of
+    # them, the rest are redraws, uniformly.
+    probs = np.where(probs > 0, probs, probs[probs > 0].min() * 1e-9 if drawable else 1.0)
   rng = np.random.default_rng(seed)
-  return rng.choice(probs.size, size=n, replace=replace, p=probs / probs.sum())
+  if groups is None or replace:
+    return rng.choice(probs.size, size=n, replace=replace, p=probs / probs.sum())
+  with np.errstate(divide='ignore'):
+    keys = np.log(probs) + rng.gumbel(size=probs.size)
+  order = np.argsort(-keys, kind='stable')
+  _, first = np.unique(np.asarray(groups)[order], return_index=True)
+  picked = order[np.sort(first)]  # the best-keyed concept of each query, in key order
+  if picked.size < n:  # fewer distinct queries than draws: the rest repeat queries
+    picked = np.concatenate([picked, np.setdiff1d(order, picked, assume_unique=True)])
+  return picked[:n]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -267,7 +414,7 @@ class Queries:
 
 
 def sample_queries(probs, n: int, *, mode: str, num_labels: int = 0, seed: int,
-                   replace: bool = False) -> Queries:
+                   replace: bool = False, groups=None) -> Queries:
   """Splits `n` queries between class names and concepts per `LABEL_FRACTION[mode]`.
 
   Class names go round-robin in a seeded random order, so every name is searched once
@@ -282,7 +429,7 @@ def sample_queries(probs, n: int, *, mode: str, num_labels: int = 0, seed: int,
   rounds = [rng.permutation(num_labels) for _ in range(-(-n_labels // max(num_labels, 1)))]
   labels = np.concatenate(rounds)[:n_labels] if rounds else np.zeros((0,), np.int64)
   concepts = sample_concepts(probs, n - n_labels, seed=int(rng.integers(2**31)),
-                             replace=replace)
+                             replace=replace, groups=groups)
   return Queries(concepts=concepts.astype(np.int64), labels=labels.astype(np.int64))
 
 

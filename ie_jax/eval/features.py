@@ -87,7 +87,8 @@ def resolve(workdir: str, config, step: int | None = None):
   where = f'The checkpoint at step {step} in {ckpt.directory}'
   if 'config' not in meta:
     raise EvalError(f'{where} has no config in its meta (found keys {sorted(meta)}).')
-  check_architecture(meta['config']['model'], config, where)
+  if config is not None:
+    check_architecture(meta["config"]["model"], config, where)
   return step, ml_collections.ConfigDict(meta['config'])
 
 

@@ -34,11 +34,12 @@ import tqdm
 
 from ie_jax.concepts import cache
 from ie_jax.worlds import emoji as emoji_lib
-from ie_jax.worlds import iconify, packages
+from ie_jax.worlds import iconify, packages, world_format
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: the world format's manifest, a 'class' per ground-truth image
+BUILDER = __name__
 IMAGE_SIZE = 64
 P = packages.Package
 CATALOGUE = P('emojibase-data', '17.0.0', 'sha512-Yvgb5AWoHViHV/gq1qr5ZAarcBip+B27/ZLRsUJkbgAEaLlZ/fof9g882LTpmEpyhBNEC0m2SEmItljHsTygjA==', 'MIT', 'Milles J. (emojibase), Unicode CLDR')  # pylint: disable=line-too-long
@@ -67,6 +68,15 @@ TARGET_CLASSES = {
     'food-fruit': 'fruit', 'food-vegetable': 'vegetable', 'food-prepared': 'prepared food',
     'food-asian': 'asian food', 'food-sweet': 'sweet', 'drink': 'drink'}
 TARGET_SUBGROUPS = tuple(TARGET_CLASSES)
+# A second target of other classes, in the same web (the 'objects' world): man-made things,
+# travel and activity subgroups with >= 12 emoji.
+OBJECT_CLASSES = {
+    'transport-ground': 'ground vehicle', 'transport-air': 'aircraft',
+    'place-building': 'building', 'clothing': 'clothing', 'office': 'office supply',
+    'sport': 'sports equipment', 'tool': 'tool', 'household': 'household item',
+    'book-paper': 'book or paper', 'musical-instrument': 'musical instrument',
+    'game': 'game', 'computer': 'computer'}
+_STAGING_MARKER = '.ie_jax_build'
 
 
 class WorldBuildError(RuntimeError):
@@ -75,11 +85,11 @@ class WorldBuildError(RuntimeError):
 
 def _stamp_ok(directory: str, name: str) -> bool:
   try:
-    with open(os.path.join(directory, 'world.json'), encoding='utf-8') as f:
-      stamp = json.load(f)
-  except (OSError, ValueError):
+    stamp = world_format.read_manifest(directory)
+  except world_format.WorldError:
     return False
-  return stamp.get('version') == VERSION and stamp.get('name') == name
+  return bool(stamp) and stamp.get('builder') == BUILDER and \
+      stamp.get('version') == VERSION and stamp.get('name') == name
 
 
 def _paths(directory: str) -> dict:
@@ -140,7 +150,7 @@ def _split(keys: list[str]) -> tuple[list, list]:
 
 def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_icons=None,
           catalogue: packages.Package = CATALOGUE, target: packages.Package = TARGET,
-          name: str = 'demo', progress: bool = True) -> dict:
+          target_classes=None, name: str = 'demo', progress: bool = True) -> dict:
   """Builds the world into `directory` (once; a complete world is reused).
 
   Args:
@@ -148,7 +158,9 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
     cache_dir: where npm packages are kept (default: the ie_jax cache's packages/).
     web_emoji, web_icons: style -> Package overrides (a small slice for tests).
     catalogue, target: the emoji catalogue and target packages (overridable for tests).
-    name: recorded in the stamp; a directory holding another world is rebuilt.
+    target_classes: CLDR subgroup -> class name of the target (default TARGET_CLASSES).
+    name: recorded in the stamp; a directory holding another world of this builder is
+      rebuilt, one holding anything else is left alone (WorldError).
     progress: show progress bars.
 
   Returns:
@@ -157,15 +169,28 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
   Raises:
     WorldBuildError: a package could not be fetched, failed its checksum, changed layout,
       or nothing could be rendered.
+    world_format.WorldError: `directory` (or its staging twin) holds something this
+      builder did not write.
   """
   paths = _paths(directory)
   if _stamp_ok(directory, name):
     return paths
+  world_format.check_buildable(directory, BUILDER)
+  target_classes = dict(TARGET_CLASSES if target_classes is None else target_classes)
   web_emoji = WEB_EMOJI if web_emoji is None else web_emoji
   web_icons = WEB_ICONS if web_icons is None else web_icons
   cache_dir = cache_dir or os.path.join(cache.default_cache_dir(), 'packages')
   staging = directory.rstrip('/') + '.partial'
+  marker = os.path.join(staging, _STAGING_MARKER)
+  # Ours: the marker, or only what an interrupted build of an older version left.
+  if os.path.isdir(staging) and not os.path.exists(marker) and \
+      not set(os.listdir(staging)) <= {'corpus', 'rows', 'target'}:
+    raise world_format.WorldError(
+        f'{staging} exists and is not an unfinished ie-jax build; move it away (the world '
+        f'is built there before it is renamed to {directory}).')
   os.makedirs(os.path.join(staging, 'corpus'), exist_ok=True)
+  with open(marker, 'w', encoding='utf-8') as f:
+    f.write(f'{BUILDER} {name}\n')
   log.info('Building the %r world in %s (packages cached in %s).', name, directory, cache_dir)
   try:
     catalogue_package = catalogue
@@ -185,25 +210,28 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
           twin = by_label.get(icon)  # an icon named exactly like an emoji shows that thing
           items.append((icon, icon.replace('-', ' '), twin.subgroup if twin else ''))
       stats[style] = _render_style(style, icon_set, items, staging, progress)
-    target_stats = _build_target(catalogue, target, cache_dir, staging, progress)
+    target_stats = _build_target(catalogue, target, target_classes, cache_dir, staging,
+                                 progress)
   except (packages.PackageError, OSError) as e:
     raise WorldBuildError(f'Building the {name!r} world stopped: {e} Run the same command '
                           'again to resume; fetched packages and finished styles are '
                           'kept.') from e
   _finish(staging, directory, name, [catalogue_package, *web_emoji.values(),
                                       *web_icons.values(), target],
-          list({**web_emoji, **web_icons}), stats, target_stats)
+          list({**web_emoji, **web_icons}), list(web_icons), target_classes, stats,
+          target_stats)
   return paths
 
 
-def _build_target(catalogue, target, cache_dir: str, staging: str, progress: bool) -> dict:
+def _build_target(catalogue, target, target_classes: dict, cache_dir: str, staging: str,
+                  progress: bool) -> dict:
   icon_set = iconify.load(target, packages.fetch(target, cache_dir))
   matched = emoji_lib.match_icons(catalogue, icon_set)
   counts = collections.Counter()
-  for subgroup in TARGET_SUBGROUPS:
+  for subgroup in target_classes:
     keys = [e.key for e in catalogue if e.subgroup == subgroup and e.key in matched]
     for split, split_keys in zip(('train', 'test'), _split(keys)):
-      out = os.path.join(staging, 'target', split, TARGET_CLASSES[subgroup])
+      out = os.path.join(staging, 'target', split, target_classes[subgroup])
       os.makedirs(out, exist_ok=True)
       for i, key in enumerate(tqdm.tqdm(split_keys, desc=f'target {split} {subgroup}',
                                         disable=not progress, leave=False)):
@@ -218,8 +246,8 @@ def _build_target(catalogue, target, cache_dir: str, staging: str, progress: boo
   return dict(counts)
 
 
-def _finish(staging: str, directory: str, name: str, used: list, web: list, stats: dict,
-            target_stats: dict) -> None:
+def _finish(staging: str, directory: str, name: str, used: list, web: list, icons: list,
+            target_classes: dict, stats: dict, target_stats: dict) -> None:
   rows = []
   for style in web:
     with open(os.path.join(staging, 'rows', f'{style}.jsonl'), encoding='utf-8') as f:
@@ -232,11 +260,14 @@ def _finish(staging: str, directory: str, name: str, used: list, web: list, stat
       f.write(json.dumps({'file': row['file'], 'caption': row['caption']}) + '\n')
   os.replace(os.path.join(staging, 'corpus', 'captions.jsonl.tmp'),
              os.path.join(staging, 'corpus', 'captions.jsonl'))
+  # Relevance is the class of what an image shows (its CLDR subgroup), never its style.
   _write_json(os.path.join(staging, 'ground_truth.json'), {
-      'classes': list(TARGET_SUBGROUPS),
-      'images': {row['file']: {'subgroup': row['subgroup'], 'style': row['style']}
+      'classes': list(target_classes.values()),
+      'images': {row['file']: {'class': target_classes.get(row['subgroup'], ''),
+                               'subgroup': row['subgroup'], 'style': row['style'],
+                               'kind': 'icon' if row['style'] in icons else 'emoji'}
                  for row in rows}})
-  relevant = sum(row['subgroup'] in TARGET_SUBGROUPS for row in rows)
+  relevant = sum(row['subgroup'] in target_classes for row in rows)
   with open(os.path.join(staging, 'NOTICE'), 'w', encoding='utf-8') as f:
     f.write(f'The ie-jax {name!r} world is rendered from these npm packages. The images '
             'keep their licences; attribution below.\n\n')
@@ -246,11 +277,16 @@ def _finish(staging: str, directory: str, name: str, used: list, web: list, stat
     f.write('CC-BY-SA-4.0 images (OpenMoji, EmojiOne 1) and renders derived from them are '
             'shared under the same licence.\n')
   shutil.rmtree(os.path.join(staging, 'rows'))
+  os.remove(os.path.join(staging, _STAGING_MARKER))
   _write_json(os.path.join(staging, 'world.json'), {
-      'version': VERSION, 'name': name, 'web_images': len(rows),
-      'web_relevant': relevant, 'styles': stats, 'target': target_stats})
+      'format': world_format.FORMAT, 'builder': BUILDER, 'version': VERSION, 'name': name,
+      'web_images': len(rows), 'web_relevant': relevant, 'styles': stats,
+      'target': target_stats, 'target_classes': target_classes})
   if os.path.exists(directory):
-    shutil.rmtree(directory)  # an older or other world: replaced whole
+    # Checked again here, just before the only delete: an older world of ours, replaced
+    # whole; never anything else.
+    world_format.check_buildable(directory, BUILDER)
+    shutil.rmtree(directory)
   os.replace(staging, directory)
   log.info('World %r: %d web images (%d in target classes), target %s.', name, len(rows),
            relevant, target_stats)

@@ -1,28 +1,27 @@
-r"""Where does a demo run's precision come from: the reward, or the policy?
+r"""Where does a run's precision come from: the reward, or the policy?
 
-  python -m ie_jax.worlds.diagnose --world runs/demo/world --workdir runs/demo \
-      [--config configs/demo.py] [--iterations 8] [--sample 3000]
+  python -m ie_jax.worlds.diagnose --workdir runs/demo [--world DIR] [--iterations 8] \
+      [--sample 3000]
 
-Needs a world with a ground truth. It prints:
+Reads the run's own config from its last checkpoint (seed and policy included) and its
+world (default: the world the run explored). Needs a world with a ground truth. It prints:
 
 1. **Reward quality** of the run's last encoder on a uniform sample of the web: the AUC of
    the image reward (mean cosine to the 15 nearest target images) for target-relevant vs
-   other images, the same among emoji only, and the precision of the top tenth by reward;
-   next to a colour-histogram encoder as a floor.
-2. **Policy replays** that hold the encoder fixed and re-run the explore loop's query side
-   (sample, search, score, GPR update) over the whole web with the run's config, for
-   `random`, for `learned` on the encoder's rewards, and for `learned` on an oracle reward
-   (1 for relevant images, 0 otherwise). The oracle shows what the policy can do with a
-   perfect reward; the gap to it is the reward's.
+   other images, the same within each kind of web image the ground truth names (e.g.
+   emoji, icon), and the precision of the top tenth by reward; next to a colour-histogram
+   encoder as a floor.
+2. **Policy replays** (`replay.py`) that hold the encoder fixed and re-run the explore
+   loop's query side over the whole web with the run's config: `random`, `learned` on the
+   encoder's rewards, `learned` on an oracle reward (1 for relevant images, 0 otherwise),
+   and the omniscient ceiling. The gap between the two learned rows is the reward's.
 """
 import argparse
-import dataclasses
+import collections
 import glob
-import importlib.util
 import io
 import json
 import os
-import urllib.parse
 
 import numpy as np
 from PIL import Image
@@ -31,7 +30,8 @@ from ie_jax import explorer_setup
 from ie_jax.concepts import policy
 from ie_jax.eval import features
 from ie_jax.utils import sharding
-from ie_jax.web import local
+from ie_jax.web import local_index
+from ie_jax.worlds import replay, world_format
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -61,72 +61,49 @@ def colour_histogram(png: bytes) -> np.ndarray:
   return np.sqrt(hist) + 1e-6
 
 
-def reward_quality(name: str, rewards, relevant, emoji) -> dict:
+def reward_quality(name: str, rewards, relevant, kinds) -> dict:
   top = np.argsort(-rewards)[:max(1, len(rewards) // 10)]
   out = {'encoder': name, 'auc': _auc(relevant, rewards),
-         'auc_emoji_only': _auc(relevant[emoji], rewards[emoji]),
          'top_tenth_precision': float(relevant[top].mean()),
          'base_rate': float(relevant.mean())}
-  print(f'{name:>18}: AUC {out["auc"]:.3f}, among emoji {out["auc_emoji_only"]:.3f}, '
-        f'top-tenth precision {out["top_tenth_precision"]:.3f} (base {out["base_rate"]:.3f})')
+  for kind in sorted(set(kinds)):  # within one kind of image: looks alone must decide
+    inside = kinds == kind
+    if relevant[inside].any() and (~relevant[inside]).any():
+      out[f'auc_{kind}_only'] = _auc(relevant[inside], rewards[inside])
+  within = ', '.join(f'among {k[4:-5]} {v:.3f}' for k, v in out.items()
+                     if k.startswith('auc_'))
+  print(f'{name:>18}: AUC {out["auc"]:.3f} ({within}), top-tenth precision '
+        f'{out["top_tenth_precision"]:.3f} (base {out["base_rate"]:.3f})')
   return out
-
-
-def replay_policy(config, embeddings, rows_of, image_reward, relevant, iterations: int,
-                  mode: str) -> list[float]:
-  """Precision per iteration of the explore loop's query side with fixed image rewards."""
-  cfg = dataclasses.replace(explorer_setup.policy_config(config), mode=mode)
-  obs = policy.Observations(len(embeddings))
-  seen, precisions = set(), []
-  ex = config.explore
-  for it in range(iterations):
-    probs = policy.distribution(embeddings, obs, cfg)
-    drawn = policy.sample_concepts(probs, ex.queries_per_iteration, seed=config.seed + it,
-                                   replace=config.concepts.sample_with_replacement)
-    got, concepts, scores = [], [], []
-    for c in drawn:
-      new = [r for r in rows_of(int(c)) if r not in seen]
-      seen.update(new)
-      got.extend(new)
-      if new:
-        concepts.append(int(c))
-        scores.append(policy.concept_score(image_reward[new], top_k=ex.top_images_per_concept,
-                                           min_images=ex.min_images_per_query))
-    obs = obs.add(concepts, scores)
-    precisions.append(float(relevant[got].mean()) if got else float('nan'))
-  return precisions
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m ie_jax.worlds.diagnose')
-  parser.add_argument('--world', required=True)
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--config', default='configs/demo.py')
-  parser.add_argument('--iterations', type=int, default=8)
+  parser.add_argument('--workdir', required=True, help='the run to diagnose')
+  parser.add_argument('--world', default='', help="default: the run's own world")
+  parser.add_argument('--iterations', type=int, default=0, help="0: the run's")
   parser.add_argument('--sample', type=int, default=3000)
   args = parser.parse_args(argv)
-  spec = importlib.util.spec_from_file_location('diagnosed_config', args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-
-  with open(os.path.join(args.world, 'ground_truth.json'), encoding='utf-8') as f:
-    truth = json.load(f)
-  engine = local.LocalEngine(os.path.join(args.world, 'index'))
-  corpus = os.path.realpath(os.path.join(args.world, 'corpus'))
-  files = [os.path.relpath(urllib.parse.unquote(urllib.parse.urlsplit(u).path), corpus)
-           for u in engine.index.urls]
-  relevant = np.asarray([truth['images'][f]['subgroup'] in truth['classes'] for f in files])
-  emoji = np.asarray([truth['images'][f]['style'] not in ('mdi', 'game_icons') for f in files])
-  read = lambda f: open(os.path.join(corpus, f), 'rb').read()  # pylint: disable=consider-using-with
-  target = [open(p, 'rb').read() for p in sorted(glob.glob(  # pylint: disable=consider-using-with
-      os.path.join(args.world, 'target', 'train', '*', '*.png')))]
-
   mesh = sharding.make_mesh()
-  step, saved = features.resolve(args.workdir, config, None)
-  state, model = features.restore(args.workdir, saved, mesh, step)
+  step, config = features.resolve(args.workdir, None, None)
+  state, model = features.restore(args.workdir, config, mesh, step)
+  directory = args.world or config.world_dir or os.path.join(args.workdir, 'world')
+  try:
+    world = world_format.open_world(directory, need_ground_truth=True)
+  except world_format.WorldError as e:
+    print(f'error: {e}', file=__import__('sys').stderr)
+    return 1
+  truth = world_format.load_ground_truth(world)
+  index = local_index.load(world.index, corpus_dir=world.corpus)
+  files = [world_format.corpus_file(u, world.corpus) for u in index.urls]
+  relevant = world_format.relevant_rows(world, index.urls, truth)
+  kinds = np.asarray([truth['images'].get(f, {}).get('kind', 'web') for f in files])
+  read = lambda f: open(os.path.join(world.corpus, f), 'rb').read()  # pylint: disable=consider-using-with
+  target = [open(p, 'rb').read() for p in sorted(glob.glob(  # pylint: disable=consider-using-with
+      os.path.join(world.target, 'train', '*', '*')))]
+
   embed = lambda images: np.asarray(features.extract(state, model, mesh, images,
-                                                     saved.moco.image_size, 256))
+                                                     config.moco.image_size, 256))
   web_features = embed([read(f) for f in files])  # the whole web, for the replays
   target_features = embed(target)
   k = config.explore.reward_k
@@ -137,25 +114,36 @@ def main(argv=None) -> int:
   hist_reward = knn_reward(np.stack([colour_histogram(read(files[i])) for i in sample]),
                            np.stack([colour_histogram(t) for t in target]), k)
   results = {'reward': [
-      reward_quality('colour histogram', hist_reward, relevant[sample], emoji[sample]),
+      reward_quality('colour histogram', hist_reward, relevant[sample], kinds[sample]),
       reward_quality(f'run step {step}', image_reward[sample], relevant[sample],
-                     emoji[sample])]}
+                     kinds[sample])]}
 
-  print(f'2. Policy replays ({args.iterations} iterations, encoder fixed at step {step})')
-  vocab, embeddings = explorer_setup.load_concepts(config, None)
-  queries = engine._embedder.embed(list(vocab.lemmas), progress=False)  # pylint: disable=protected-access
-  matrix = engine.index.embeddings.astype(np.float32)
-  n = config.explore.images_per_query
-  rows_of = lambda c: np.argsort(-(matrix @ queries[c]))[:n]
-  oracle = relevant.astype(np.float64)
+  ex = config.explore
+  budget = replay.Budget(args.iterations or ex.iterations, ex.queries_per_iteration,
+                         ex.images_per_query)
+  print(f'2. Policy replays ({budget.iterations} iterations, encoder fixed at step {step}, '
+        f'seed {config.seed})')
+  vocab, embeddings = explorer_setup.load_concepts(config, None)  # cached embeddings
+  web = replay.load_web(world, vocab.lemmas, budget.images,
+                        text_model=config.concepts.text_model or None, truth=truth)
+  queries = policy.Searched.by_text(vocab.lemmas).queries
+  learned = explorer_setup.policy_config(config)
+  scoring = explorer_setup.query_scoring(config)
+  runs = collections.OrderedDict()
+  runs['random'] = replay.run_policy(web, embeddings, replay.random_policy_config(learned),
+                                     scoring, budget, seed=config.seed, queries=queries)
+  runs['learned'] = replay.run_policy(web, embeddings, learned, scoring, budget,
+                                      seed=config.seed, image_reward=image_reward,
+                                      queries=queries)
+  runs['learned, oracle reward'] = replay.run_policy(web, embeddings, learned, scoring,
+                                                     budget, seed=config.seed,
+                                                     queries=queries)
+  runs['ceiling'] = replay.ceiling(web, budget)
   results['replays'] = {}
-  for name, mode, rewards in (('random', 'random', image_reward),
-                              ('learned', 'learned', image_reward),
-                              ('learned, oracle reward', 'learned', oracle)):
-    curve = replay_policy(config, embeddings, rows_of, rewards, relevant, args.iterations,
-                          mode)
-    results['replays'][name] = curve
-    print(f'{name:>24}: ' + ' '.join(f'{p:.3f}' for p in curve))
+  for name, run in runs.items():
+    results['replays'][name] = run['precision']
+    print(f'{name:>24}: ' + ' '.join(f'{p:.3f}' for p in run['precision']) +
+          f'  (mean {np.nanmean(run["precision"]):.3f})')
   out = os.path.join(args.workdir, 'report', 'diagnosis.json')
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, 'w', encoding='utf-8') as f:

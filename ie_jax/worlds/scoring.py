@@ -4,34 +4,40 @@ The explorer never reads `ground_truth.json`; this module reads it afterwards, n
 what the run recorded:
 
 * **exploration precision** per iteration: the fraction of the iteration's stored
-  downloads whose source metadata puts them in a target class;
-* **relevant policy mass** per iteration: the policy's probability on WordNet concepts in
-  the lexicographer files that hold the target's kinds of things (animals, plants, foods),
-  read from the per-iteration mass the explorer logs by lexname;
+  downloads that the ground truth puts in a target class;
+* **relevant policy mass** per iteration: the probability the policy put on concepts
+  relevant to this target. Which concepts those are comes from the world: a concept is
+  relevant when at least half of what its query returns (the world's own engine, over the
+  world's index) is in a target class. With `config.evaluate.relevant_lexnames` set, the
+  concepts of those WordNet lexicographer files instead (the demo's animals, plants, foods);
 * the base rates a uniform explorer would get: the web's relevant share, and the
   vocabulary's share of relevant concepts.
 """
-import json
+import glob
+import logging
 import os
-import urllib.parse
+
+import numpy as np
 
 from ie_jax.web import shards
+from ie_jax.worlds import world_format
 
-# The target classes (animal, plant, food and drink subgroups) are kinds of these.
-RELEVANT_LEXNAMES = ('noun.animal', 'noun.plant', 'noun.food')
+log = logging.getLogger(__name__)
 
 
 def load_ground_truth(world: dict) -> dict:
-  with open(world['ground_truth'], encoding='utf-8') as f:
-    return json.load(f)
+  return world_format.load_ground_truth(_world(world))
+
+
+def _world(world: dict) -> world_format.World:
+  directory = world.get('directory') or os.path.dirname(world['corpus'])
+  return world_format.open_world(directory)
 
 
 def is_relevant(truth: dict, url: str, corpus_dir: str) -> bool:
   """Whether the corpus image behind a file:// URL is in a target class."""
-  path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
-  rel = os.path.relpath(path, os.path.realpath(corpus_dir))
-  entry = truth['images'].get(rel)
-  return bool(entry) and entry['subgroup'] in truth['classes']
+  entry = truth['images'].get(world_format.corpus_file(url, corpus_dir))
+  return bool(entry) and entry.get('class') in truth['classes']
 
 
 def precision_by_iteration(workdir: str, world: dict, truth: dict) -> dict[int, dict]:
@@ -46,26 +52,50 @@ def precision_by_iteration(workdir: str, world: dict, truth: dict) -> dict[int, 
   return out
 
 
-def relevant_mass(history: list) -> dict[int, float]:
-  """iteration -> policy probability on RELEVANT_LEXNAMES concepts, where logged."""
-  return {h['iteration']: sum(h['policy_lexname_mass'].get(k, 0.0) for k in RELEVANT_LEXNAMES)
-          for h in history if 'policy_lexname_mass' in h}
+def relevant_concepts(world: dict, vocab, *, images: int, lexnames=(), text_model=None,
+                      truth: dict | None = None) -> np.ndarray:
+  """(concepts,) bool: the concepts relevant to the world's target (module docstring)."""
+  if lexnames:
+    if not vocab.lexnames:
+      raise ValueError('relevant_lexnames needs a WordNet vocabulary (it has lexnames).')
+    return np.isin(np.asarray(vocab.lexnames), list(lexnames))
+  from ie_jax.worlds import replay  # pylint: disable=g-import-not-at-top
+  web = replay.load_web(_world(world), vocab.lemmas, images, text_model=text_model,
+                        progress=False, truth=truth)
+  return web.relevant[web.results].mean(axis=1) >= 0.5
 
 
-def base_rates(truth: dict, vocab) -> dict:
-  images = truth['images'].values()
-  web = sum(e['subgroup'] in truth['classes'] for e in images) / max(len(images), 1)
-  out = {'web_relevant_share': web}
-  if vocab.lexnames:
-    out['vocab_relevant_share'] = sum(l in RELEVANT_LEXNAMES for l in vocab.lexnames) / len(
-        vocab.lexnames)
+def policy_mass(workdir: str, relevant: np.ndarray) -> dict[int, float]:
+  """iteration -> the sampling distribution's mass on `relevant`, from WORKDIR/policy/."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(workdir, 'policy', 'iteration-*.npy'))):
+    probs = np.load(path)
+    if probs.shape != relevant.shape:
+      log.warning('%s is over %d concepts, not %d; skipped.', path, probs.size, relevant.size)
+      continue
+    out[int(os.path.basename(path)[10:-4])] = float(probs[relevant].sum())
   return out
 
 
-def score(workdir: str, world: dict, history: list, vocab) -> dict:
+def describe_target(world: dict, truth: dict) -> str:
+  name = _world(world).name
+  classes = truth['classes']
+  shown = ', '.join(classes[:4]) + (', ...' if len(classes) > 4 else '')
+  return f"the {name} world's target ({len(classes)} classes: {shown})"
+
+
+def score(workdir: str, world: dict, vocab, config) -> dict:
   truth = load_ground_truth(world)
   precision = precision_by_iteration(workdir, world, truth)
-  mass = relevant_mass(history)
+  lexnames = tuple(n for n in config.evaluate.relevant_lexnames.split(',') if n)
+  relevant = relevant_concepts(world, vocab, images=config.explore.images_per_query,
+                               lexnames=lexnames, truth=truth,
+                               text_model=config.concepts.text_model or None)
+  images = truth['images'].values()
+  web = sum(e.get('class') in truth['classes'] for e in images) / max(len(images), 1)
   return {'precision': {str(k): v for k, v in precision.items()},
-          'relevant_mass': {str(k): v for k, v in mass.items()},
-          **base_rates(truth, vocab)}
+          'relevant_mass': {str(k): v for k, v in policy_mass(workdir, relevant).items()},
+          'relevant_concepts': 'lexnames ' + ','.join(lexnames) if lexnames else
+                               'at least half of their results in a target class',
+          'target': describe_target(world, truth),
+          'web_relevant_share': web, 'vocab_relevant_share': float(relevant.mean())}

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ie_jax.data import shapes
+from ie_jax.worlds import world_format
 
 COLOURS = {'red': (220, 40, 40), 'green': (40, 180, 60), 'blue': (40, 70, 220),
            'yellow': (230, 210, 40), 'purple': (140, 50, 170)}
@@ -33,6 +34,7 @@ DISTRACTOR_TEXTS = {
     'haze': 'haze (atmosphere): a vague blur of colour like mist.',
 }
 VERSION = 1
+BUILDER = __name__
 
 
 def _distractor(kind: str, rng, size: int) -> np.ndarray:
@@ -60,10 +62,10 @@ def build(directory: str, per_caption: int = 12, size: int = 72) -> dict:
   vocab_path = os.path.join(directory, 'vocab.tsv')
   stamp = os.path.join(directory, 'world.json')
   paths = {'corpus': corpus, 'vocab': vocab_path}
-  if os.path.exists(stamp):
-    with open(stamp, encoding='utf-8') as f:
-      if json.load(f).get('version') == VERSION:
-        return paths
+  manifest = world_format.read_manifest(directory) if os.path.isdir(directory) else None
+  if manifest and manifest.get('builder') == BUILDER and manifest.get('version') == VERSION:
+    return paths
+  world_format.check_buildable(directory, BUILDER)
   os.makedirs(os.path.join(corpus, 'images'), exist_ok=True)
   rng = np.random.default_rng(1234)
   rows = []
@@ -85,5 +87,6 @@ def build(directory: str, per_caption: int = 12, size: int = 72) -> dict:
     for name, text in {**SHAPE_TEXTS, **DISTRACTOR_TEXTS}.items():
       f.write(f'{name}\t{text}\n')
   with open(stamp, 'w', encoding='utf-8') as f:
-    json.dump({'version': VERSION, 'images': len(rows)}, f)
+    json.dump({'format': world_format.FORMAT, 'builder': BUILDER, 'name': 'shapes',
+               'version': VERSION, 'images': len(rows)}, f)
   return paths
