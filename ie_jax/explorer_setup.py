@@ -204,6 +204,8 @@ class Caches:
   def __init__(self, side, state, target, config):
     self.dedup = dedup_lib.DedupIndex.from_state(side.load_json(state, 'dedup')) \
         if 'dedup' in state.files else self._fresh_dedup(target, config)
+    if 'forbidden_thumbs' in state.files:  # the test-leak guard's pictures
+      self.dedup.set_forbidden_thumbs(side.load_array(state, 'forbidden_thumbs', None))
     self.urls = dedup_lib.UrlCache.from_state(side.load_json(state, 'urls')) \
         if 'urls' in state.files else dedup_lib.UrlCache()
     self.queries = engines.QueryCache.from_state(side.load_json(state, 'queries')) \
@@ -233,6 +235,8 @@ class Caches:
 
   def save(self, side, state) -> None:
     """Writes the caches when they changed since the last save (they only grow)."""
+    if 'forbidden_thumbs' not in state.files:  # written once: they never change
+      side.save_array(state, 'forbidden_thumbs', self.dedup.forbidden_thumbs())
     sizes = (len(self.dedup), len(self.urls), len(self.queries))
     if sizes == self._saved_sizes and {'dedup', 'urls', 'queries'} <= set(state.files):
       return

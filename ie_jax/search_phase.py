@@ -79,8 +79,8 @@ class _ReadOnlyDedup:
   def __init__(self, index: dedup_lib.DedupIndex):
     self._index = index
 
-  def check(self, sha256: str, phash: int):
-    return self._index.check(sha256, phash)
+  def check(self, sha256: str, phash: int, thumb: bytes | None = None):
+    return self._index.check(sha256, phash, thumb)
 
   def add(self, sha256: str, phash: int) -> None:
     del sha256, phash  # the search phase adds, in job order
@@ -109,11 +109,12 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   def decide(record: Record) -> Record:
     if record.status != OK:
       return record
-    verdict = dedup.check(record.sha256, int(record.phash, 16))
+    verdict = dedup.check(record.sha256, int(record.phash, 16), record.thumb)
     if verdict is None:
       dedup.add(record.sha256, int(record.phash, 16))
       return record
-    return dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None)
+    return dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None,
+                               thumb=None)
 
   counts = _download_in_order(downloader, jobs, store, iteration, web_config.part_size,
                               decide)
@@ -231,7 +232,9 @@ def run_sharded(iteration: int, queries: list, engine, store, *, dedup, url_cach
     _cache_row(url_cache, row)
     status = row['status']
     if status == OK:
-      verdict = dedup.check(row['sha256'], int(row['phash'], 16))
+      # Leaks were refused by each process's downloader, on the pictures; this pass only
+      # finds what two processes both kept.
+      verdict = dedup.check(row['sha256'], int(row['phash'], 16), leaks=False)
       if verdict is None:
         dedup.add(row['sha256'], int(row['phash'], 16))
       else:

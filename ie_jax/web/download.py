@@ -184,11 +184,12 @@ class Downloader:
                   width=processed.width, height=processed.height)
     # Check and add with no await in between: no other task can keep the same image
     # between the two, so two copies finishing together still yield one 'ok'.
-    verdict = self.dedup.check(processed.sha256, processed.phash)
+    verdict = self.dedup.check(processed.sha256, processed.phash, processed.thumb)
     if verdict is not None:
       return Record(job.url, job.query, job.concept, verdict[0], detail=verdict[1], **fields)
     self.dedup.add(processed.sha256, processed.phash)
-    return Record(job.url, job.query, job.concept, OK, jpeg=processed.jpeg, **fields)
+    return Record(job.url, job.query, job.concept, OK, jpeg=processed.jpeg,
+                  thumb=processed.thumb, **fields)
 
 
 def _duplicate_url(job: Job, first: dict, where: str) -> Record:

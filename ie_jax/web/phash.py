@@ -31,6 +31,27 @@ def phash(image: Image.Image) -> int:
   return int(np.sum(_BIT_WEIGHTS[bits], dtype=np.uint64))
 
 
+THUMB_SIDE = 32
+
+
+def thumbnail(image: Image.Image) -> bytes:
+  """A 32x32 grey thumbnail (1,024 bytes): what the test-leak guard compares a pHash
+  match with, since a 64-bit hash alone confuses simple drawings on white."""
+  return image.convert('L').resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
+
+
+def correlation(a: bytes, b) -> np.ndarray:
+  """Pearson correlation of thumbnail `a` with each of `b` (bytes, or an (n, 1024) uint8
+  array): invariant to brightness and contrast changes, high only for the same picture."""
+  x = np.frombuffer(a, np.uint8).astype(np.float64)
+  ys = np.atleast_2d(np.frombuffer(b, np.uint8) if isinstance(b, bytes) else b)
+  ys = ys.astype(np.float64)
+  x = x - x.mean()
+  ys = ys - ys.mean(axis=1, keepdims=True)
+  norms = np.linalg.norm(ys, axis=1) * np.linalg.norm(x)
+  return np.where(norms > 0, ys @ x / np.maximum(norms, 1e-12), 0.0)
+
+
 def to_hex(h: int) -> str:
   return f'{h:016x}'
 
@@ -72,6 +93,12 @@ class PHashIndex:
     distances = np.bitwise_count(self._data[:self._n] ^ np.uint64(h))
     i = int(np.argmin(distances))
     return int(self._data[i]), int(distances[i])
+
+  def within(self, h: int, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, distances) of every stored hash within `max_distance` bits of `h`."""
+    distances = np.bitwise_count(self._data[:self._n] ^ np.uint64(h))
+    found = np.flatnonzero(distances <= max_distance)
+    return found, distances[found].astype(np.int64)
 
   def hashes(self) -> list[int]:
     return [int(h) for h in self._data[:self._n]]

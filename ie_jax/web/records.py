@@ -81,6 +81,7 @@ class Record:
     width, height: of the re-encoded image.
     jpeg: the re-encoded JPEG bytes; only for 'ok'.
     detail: a short human-readable explanation of a failure (never parsed).
+    thumb: the image's grey thumbnail for the test-leak guard; never stored.
   """
   url: str
   query: str
@@ -92,9 +93,10 @@ class Record:
   height: int = 0
   jpeg: bytes | None = None
   detail: str = ''
+  thumb: bytes | None = None
 
   def manifest_row(self) -> dict:
     """Everything but the image bytes, e.g. for a manifest or a log line."""
     row = dataclasses.asdict(self)
-    del row['jpeg']
+    del row['jpeg'], row['thumb']
     return row

@@ -61,6 +61,7 @@ class Processed:
   phash: int
   width: int
   height: int
+  thumb: bytes = b''  # phash.thumbnail, for the test-leak guard
 
 
 def sniff(data: bytes) -> str | None:
@@ -114,7 +115,8 @@ def process(data: bytes, limits: ImageLimits) -> Processed:
   rgb.save(buffer, 'JPEG', quality=limits.jpeg_quality)
   jpeg = buffer.getvalue()
   return Processed(jpeg=jpeg, sha256=hashlib.sha256(jpeg).hexdigest(),
-                   phash=phash_lib.phash(rgb), width=rgb.width, height=rgb.height)
+                   phash=phash_lib.phash(rgb), width=rgb.width, height=rgb.height,
+                   thumb=phash_lib.thumbnail(rgb))
 
 
 def _orientation(image: Image.Image) -> Image.Transpose | None:
