@@ -10,7 +10,8 @@ by hundreds of MB. The bad ones are spread evenly over: every fault of
 `ie_jax.testing.fault_server.EXPECTED_FAULTS` (404, 500, reset, slow drip, truncated, wrong
 content type, HTML, SVG, 0 bytes, decompression bombs, over the byte cap, redirect loops,
 redirects to private addresses and to file://, tiny, opted out), a host answering 429 with
-Retry-After, names that resolve to 10/8, unresolvable names, invalid URLs, repeated URLs,
+Retry-After, names that resolve to 10/8, unresolvable names, invalid URLs, host names the
+IDNA codec rejects and redirects to them (they crashed the downloader before #22), repeated URLs,
 byte-identical copies under other URLs, and near-copies of the target's test images.
 
 The downloader runs in this process, with the store as its sink; the server and the DNS
@@ -30,6 +31,7 @@ import resource
 import sys
 import tempfile
 import time
+import urllib.parse
 
 from ie_jax.testing import fault_server
 from ie_jax.web import dedup as dedup_lib
@@ -52,6 +54,8 @@ OPTIONS = download.DownloadOptions(fetch=FETCH, image=fault_server.LIMITS, decod
 # Kinds of bad URL beyond the fault server's own faults, with the reason each must get.
 EXTRA_BAD = {'rate-limited': 'http_429', 'dns-private': 'ssrf_blocked',
              'unresolvable': 'dns_error', 'invalid-url': 'invalid_url',
+             # Host names the IDNA codec rejects (issue #22), given or redirected to.
+             'invalid-host': 'invalid_url', 'redirect-to-invalid-host': 'invalid_url',
              'repeated-url': 'duplicate_url', 'copied-bytes': 'duplicate_sha256',
              'test-leak': 'test_leak'}
 BAD_KINDS = sorted(set(fault_server.EXPECTED_FAULTS) | set(EXTRA_BAD))
@@ -148,6 +152,12 @@ def make_plan(count: int, port: int, bad_fraction: float = 0.4, seed: int = 0) -
       url, status = f'http://intranet{i}.test:{port}/good/{i}', 'ssrf_blocked'
     elif kind == 'unresolvable':
       url, status = f'http://gone{i}.invalid/{i}.jpg', 'dns_error'
+    elif kind in ('invalid-host', 'redirect-to-invalid-host'):
+      bad = rng.choice([f'bad..host{i}.invalid', 'a' * 70 + f'{i}.invalid', 'xn--.invalid',
+                        f'.lead{i}.invalid'])
+      url, status = f'http://{bad}/{i}.jpg', 'invalid_url'
+      if kind == 'redirect-to-invalid-host':
+        url = f'{host}/redirect?to=' + urllib.parse.quote(url, safe='')
     elif kind == 'invalid-url':
       url = rng.choice([f'http://[::1/{i}.jpg', f'ftp://files.test/{i}.jpg',
                         f'javascript:alert({i})', f'not a url {i}', f'http:///{i}.jpg'])
