@@ -138,7 +138,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     tuned = jax.device_put(snapshot.replace(step=fresh[0], opt_state=fresh[1]),
                            sharding.replicated(mesh))
-    tuned, losses = explorer_setup.finetune(config, tuned, step_fn, mesh, target.source, rng)
+    tuned, losses = explorer_setup.finetune(config, tuned, step_fn, mesh,
+                                            explorer_setup.load_target(config, world).source, rng)
     point['finetune_s'] = round(time.perf_counter() - start, 1)
     point['finetune_best_epoch'] = int(np.argmin(losses))
     point['after_finetune'] = score(f'+ fine-tune {config.explore.finetune_epochs} ep', tuned)
