@@ -3,9 +3,10 @@ r"""The embedded offline demo: targeted exploration of a real emoji-and-icon web
   python launch.py --config=configs/demo.py --workdir=runs/demo
   python launch.py --config=configs/demo.py:compare --workdir=runs/demo-compare
 
-The first run builds the world from npm packages (`ie_jax/worlds/demo_world.py`: about 22k
+The first run builds the world from npm packages (`ie_jax/worlds/demo_world.py`: about 26k
 openly licensed emoji and icons with their names and keywords as captions, and a target of
-Microsoft Fluent emoji of animals, plants, food and drink, a style the web lacks), then
+Microsoft Fluent emoji of animals, plants, food and drink, whose own style is in the web
+for other things, as on the real web), then
 explores it through the offline local engine with everyday WordNet nouns as concepts,
 probes the final encoder on the target's test split, and scores the run against the
 world's hidden ground truth: `runs/demo/report/index.html`.

@@ -103,8 +103,25 @@ def world_packages(tmp_path, monkeypatch):
       ['dog-face', 'cat', 'cow', 'red-apple', 'pear', 'grapes', 'red-heart'],
       {'1f436': 'dog-face', '1f408': 'cat', '1f404': 'cow', '1f34e': 'red-apple',
        '1f350': 'pear', '1f347': 'grapes', '2764': 'red-heart'}))
+  # The target's rendering family in the web: its own set and a sibling style.
+  sibling = reg.publish('@x/sibling', _icon_set(
+      ['dog-face', 'cat', 'cow', 'red-apple', 'pear', 'grapes', 'red-heart'],
+      {'1f436': 'dog-face', '1f408': 'cat', '1f404': 'cow', '1f34e': 'red-apple',
+       '1f350': 'pear', '1f347': 'grapes', '2764': 'red-heart'}))
   return reg, dict(catalogue=cat, web_emoji={'a': web_a, 'b': web_b},
-                   web_icons={'icons': icons}, target=target)
+                   web_icons={'icons': icons}, target=target,
+                   target_family={'own': target, 'sibling': sibling})
+
+
+def target_split() -> dict:
+  """label -> 'train' | 'test' | 'web' for the test catalogue's target-class emoji."""
+  keys = {'animal-mammal': ['1F436', '1F408', '1F404'], 'food-fruit': ['1F34E', '1F350', '1F347']}
+  labels = {r['hexcode']: r['label'] for r in CATALOGUE}
+  out = {}
+  for group in keys.values():
+    for part, members in zip(('train', 'test', 'web'), demo_world._split(group)):  # pylint: disable=protected-access
+      out.update({labels[k]: part for k in members})
+  return out
 
 
 def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
@@ -118,15 +135,29 @@ def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
   for row in rows:
     by_caption.setdefault(row['caption'], []).append(truth['images'][row['file']])
   # Style a: 6 emoji by code point; b: 2 by name (the unrenderable heart and the icon
-  # tied to no emoji are left out); icons: all 3, the one named like an emoji labelled.
-  assert len(rows) == 6 + 2 + 3
-  assert {e['style'] for e in by_caption['dog face: dog, pet']} == {'a', 'b'}
+  # tied to no emoji are left out); icons: all 3, the one named like an emoji labelled;
+  # the target's own style: what is not a target image (2 web-only emoji, the heart); its
+  # sibling: all 7 but the 2 test emoji. No rendering of a test emoji anywhere.
+  split = target_split()
+  test = {label for label, part in split.items() if part == 'test'}
+  in_a = {'dog face', 'cat', 'cow', 'red apple', 'pear'}
+  in_b = {'dog face', 'grapes'}
+  assert len(rows) == (6 - len(test & in_a)) + (2 - len(test & in_b)) + 3 + 3 + 5
+  for row in rows:
+    entry = truth['images'][row['file']]
+    label = row['caption'].split(':')[0]
+    if entry['kind'] == 'emoji':
+      assert split.get(label) != 'test', row
+    if entry['style'] == 'own':
+      assert split.get(label, 'web') == 'web', row
+  assert sum(truth['images'][r['file']]['style'] == 'own' and
+             split.get(r['caption'].split(':')[0]) == 'web' for r in rows) == 2
   assert truth['images'][next(r['file'] for r in rows if r['caption'] == 'cat' and
                               truth['images'][r['file']]['style'] == 'icons')][
                                   'class'] == 'mammal'
   assert by_caption['gear'] == [{'class': '', 'subgroup': '', 'style': 'icons',
                                  'kind': 'icon'}]
-  assert by_caption['dog face: dog, pet'][0]['kind'] == 'emoji'
+  assert by_caption['red heart: love'][0]['kind'] == 'emoji'
   # Relevance is the class: the truth lists the target's class names.
   # Captions never carry the label (subgroup) of the target.
   assert not any('mammal' in r['caption'] or 'fruit-' in r['caption'] for r in rows)
@@ -138,7 +169,7 @@ def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
   cfg = type('C', (), {'name': 'folder', 'data_dir': paths['target'], 'num_examples': 0})
   train, test = target_lib.load(cfg, 'train'), target_lib.load(cfg, 'test')
   assert train.class_names == test.class_names == ['fruit', 'mammal']
-  assert len(train.source) + len(test.source) == 6
+  assert len(train.source) == len(test.source) == 2  # a third each; a third web-only
   train_px = {np.asarray(Image.open(io.BytesIO(train.source[i]))).tobytes()
               for i in range(len(train.source))}
   assert not train_px & {np.asarray(Image.open(io.BytesIO(test.source[i]))).tobytes()
@@ -148,7 +179,8 @@ def test_builds_web_target_ground_truth_and_notice(tmp_path, world_packages):
     assert package.spec in notice and package.integrity in notice
   stamp = json.load(open(os.path.join(str(tmp_path / 'world'), 'world.json')))
   assert stamp['web_relevant'] == sum(e['class'] in truth['classes']
-                                      for e in truth["images"].values()) == 8
+                                      for e in truth["images"].values())
+  assert stamp['target']['web_only'] == 2
   assert stamp['builder'] == demo_world.BUILDER and stamp['format'] == 'ie-jax-world'
   assert sorted(truth['classes']) == sorted(demo_world.TARGET_CLASSES.values())
   assert not os.path.exists(str(tmp_path / 'world') + '.partial')
@@ -191,10 +223,12 @@ def test_interrupted_build_resumes_and_never_looks_complete(tmp_path, world_pack
                      **{**kw, 'web_icons': {'icons': broken}})
   assert not os.path.exists(out)  # no half world under the final name
   done_styles = os.listdir(out + '.partial/rows')
-  assert sorted(done_styles) == ['a.jsonl', 'b.jsonl']
+  assert sorted(done_styles) == ['a.jsonl', 'b.jsonl', 'own.jsonl', 'sibling.jsonl']
   demo_world.build(out, cache_dir=str(tmp_path / 'cache'), progress=False, **kw)
   stamp = json.load(open(os.path.join(out, 'world.json')))
-  assert stamp['styles']['a'] == {'images': 6, 'resumed': True}
+  test = {label for label, part in target_split().items() if part == 'test'}
+  in_a = {'dog face', 'cat', 'cow', 'red apple', 'pear', 'red heart'}
+  assert stamp['styles']['a'] == {'images': len(in_a - test), 'resumed': True}
   assert stamp['styles']['icons']['images'] == 3
   assert not os.path.exists(out + '.partial')
   del reg

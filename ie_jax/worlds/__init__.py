@@ -19,7 +19,8 @@ WORLDS = {
     # One small emoji set as the web: the CI test's slice through the real builder path.
     'demo-slice': functools.partial(
         demo_world.build, name='demo-slice', web_icons={},
-        web_emoji={'streamline': demo_world.WEB_EMOJI['streamline']}),
+        web_emoji={'streamline': demo_world.WEB_EMOJI['streamline']},
+        target_family={'fluent_flat': demo_world.TARGET}),
 }
 
 

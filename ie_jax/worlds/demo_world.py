@@ -1,27 +1,39 @@
 """The embedded demo world: an offline "web" of openly licensed emoji and icons, and a
-target of Microsoft Fluent emoji from a style the web never shows.
+target of Microsoft Fluent emoji, built to design/OFFLINE_WORLD.md's principles (Design B
+revised): the target's own rendering family is in the web, no target image is, and the
+target's test emoji are nowhere in it.
 
   python -m ie_jax.worlds build demo [--cache DIR] [--out DIR]
 
 Everything comes from npm packages, fetched with `npm pack` at pinned versions and
 checksums (`packages.py`), rendered with resvg:
 
-* **web** (`corpus/`, a local-engine corpus): the emoji of nine design families' sets
-  (Twemoji, Noto, Noto v1, OpenMoji, EmojiOne 2, EmojiOne 1, EmojiOne mono, FxEmoji,
-  Streamline) captioned with their CLDR name and keywords, plus Material Design Icons and
-  game-icons.net silhouettes as distractors captioned with their icon names. Emoji icons
-  that cannot be tied to an emoji are left out (their ground truth would be unknown).
 * **target** (`target/{train,test}/<class>/`): Fluent Flat renders of the emoji in twelve
-  animal, plant, food and drink subgroups of Unicode's CLDR grouping, split 50/50 by emoji.
-  No Microsoft style is in the web.
+  animal, plant, food and drink subgroups of Unicode's CLDR grouping (`objects`: twelve
+  object, travel and activity subgroups). Each class's emoji are split by a hash: a third
+  to train, a third to test, a third to the web only.
+* **web** (`corpus/`, a local-engine corpus), captioned with CLDR names and keywords:
+  - the emoji of nine other design families (Twemoji, Noto, Noto v1, OpenMoji, EmojiOne 2,
+    EmojiOne 1, EmojiOne mono, FxEmoji, Streamline), less the target's test emoji;
+  - the target's own family: Fluent Flat renders of every emoji that is not a target
+    image (the web-only third of the target's classes and every other emoji), and the
+    Fluent color and high-contrast renders of every emoji but the test ones. So "a thing
+    of the target's kind, drawn like the target" exists in the web, as web photos of
+    daisies exist for Flowers-102;
+  - Material Design Icons and game-icons.net silhouettes as distractors, captioned with
+    their icon names.
+  Emoji icons that cannot be tied to an emoji are left out (their ground truth would be
+  unknown).
 * **ground truth** (`ground_truth.json`, for scoring only; the explorer never reads it):
-  for each web image, the subgroup its source metadata puts it in, if any. An icon counts
-  when its name is an emoji's CLDR name.
+  for each web image, the target class of what it shows (its CLDR subgroup), or '' for
+  none, with its subgroup, style and kind. An icon counts when its name is an emoji's CLDR
+  name.
 * `NOTICE`: every package, version, licence and attribution.
 
 The build happens in `<out>.partial/` and is renamed into place when complete, so a world
 directory that exists is whole. An interrupted build resumes: fetched packages stay in the
-cache and each finished style's renders are kept.
+cache and each finished style's renders are kept. A directory this builder did not write
+is never deleted or overwritten (`world_format.check_buildable`).
 """
 import collections
 import hashlib
@@ -38,7 +50,9 @@ from ie_jax.worlds import iconify, packages, world_format
 
 log = logging.getLogger(__name__)
 
-VERSION = 2  # 2: the world format's manifest, a 'class' per ground-truth image
+# 2: the world format's manifest, a 'class' per ground-truth image. 3: the target's own
+# rendering family is in the web (design/OFFLINE_WORLD.md, Design B revised).
+VERSION = 3
 BUILDER = __name__
 IMAGE_SIZE = 64
 P = packages.Package
@@ -60,6 +74,11 @@ WEB_ICONS = {
     'game_icons': P('@iconify-json/game-icons', '1.2.4', 'sha512-/HDDZxowXgDJcOEwPspUCq5RuDdl25OyZKdtxqqiPJQNTrWIym7r4StLzIVs77DyNzOWWhH5wDqwYR3WHeDfkg==', 'CC-BY-3.0', 'game-icons.net contributors (Lorc, Delapouite and others)'),  # pylint: disable=line-too-long
 }
 TARGET = P('@iconify-json/fluent-emoji-flat', '1.2.6', 'sha512-RY47RgPb47fYUiyrA64sIOL0+UU02s29sXpNBbIQRBUlPlfNFTKUmZDERGuxDs/7yNGWqQYvuaSYM1M4fRXlUw==', 'MIT', 'Microsoft Corporation (Fluent Emoji)')  # pylint: disable=line-too-long
+# The target's rendering family, in the web too (Design B revised): its own style for
+# everything that is not a target image, and its sibling styles for everything but the
+# target's test emoji.
+FLUENT_COLOR = P('@iconify-json/fluent-emoji', '1.2.7', 'sha512-D8G6bKAyIsyxP1rzZtIWr/gg/fO4Rg1+DyCWlfqKK4h8W+4Em/Y0P6QYgJUQTlUcagzJvSyg+9OBv4hz4Hc/QA==', 'MIT', 'Microsoft Corporation (Fluent Emoji, color)')  # pylint: disable=line-too-long
+FLUENT_HIGH_CONTRAST = P('@iconify-json/fluent-emoji-high-contrast', '1.2.6', 'sha512-esqhZPpkrF7sNX3NsLoh8KW64okEr/bzko7WNnFP+qTJGAqDPDYjp0925yxuivXy3HtVQB8xhIKu3+Nq1byX5w==', 'MIT', 'Microsoft Corporation (Fluent Emoji, high contrast)')  # pylint: disable=line-too-long
 # The target's classes: the animal, plant, food and drink subgroups with >= 12 emoji,
 # subgroup -> class name (the folder name, and the query of the label-set modes).
 TARGET_CLASSES = {
@@ -142,15 +161,29 @@ def _render_style(style: str, icon_set, items: list, staging: str, progress: boo
   return {'images': len(rows), 'render_failures': sum(failed.values())}
 
 
-def _split(keys: list[str]) -> tuple[list, list]:
-  """Half the emoji of a class to train, half to test, by a hash (stable across runs)."""
+def _split(keys: list[str]) -> tuple[list, list, list]:
+  """A third of a class's emoji to the target's train split, a third to its test split,
+  a third to the web only (other members of the class, drawn like the target), by a hash
+  (stable across runs)."""
   ordered = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
-  return ordered[::2], ordered[1::2]
+  return ordered[0::3], ordered[1::3], ordered[2::3]
+
+
+def _target_split(catalogue, icon_set, target_classes: dict) -> dict:
+  """emoji key -> 'train' | 'test' | 'web' for the target classes' emoji in the target set."""
+  matched = emoji_lib.match_icons(catalogue, icon_set)
+  out = {}
+  for subgroup in target_classes:
+    keys = [e.key for e in catalogue if e.subgroup == subgroup and e.key in matched]
+    for split, split_keys in zip(('train', 'test', 'web'), _split(keys)):
+      out.update({key: split for key in split_keys})
+  return out
 
 
 def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_icons=None,
           catalogue: packages.Package = CATALOGUE, target: packages.Package = TARGET,
-          target_classes=None, name: str = 'demo', progress: bool = True) -> dict:
+          target_family=None, target_classes=None, name: str = 'demo',
+          progress: bool = True) -> dict:
   """Builds the world into `directory` (once; a complete world is reused).
 
   Args:
@@ -158,6 +191,10 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
     cache_dir: where npm packages are kept (default: the ie_jax cache's packages/).
     web_emoji, web_icons: style -> Package overrides (a small slice for tests).
     catalogue, target: the emoji catalogue and target packages (overridable for tests).
+    target_family: style -> Package of the target's rendering family in the web (default:
+      the target's own style, Fluent color and Fluent high contrast). The target's own
+      package renders everything but the target images; the others everything but the
+      target's test emoji.
     target_classes: CLDR subgroup -> class name of the target (default TARGET_CLASSES).
     name: recorded in the stamp; a directory holding another world of this builder is
       rebuilt, one holding anything else is left alone (WorldError).
@@ -179,6 +216,10 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
   target_classes = dict(TARGET_CLASSES if target_classes is None else target_classes)
   web_emoji = WEB_EMOJI if web_emoji is None else web_emoji
   web_icons = WEB_ICONS if web_icons is None else web_icons
+  if target_family is None:
+    target_family = {'fluent_flat': target, 'fluent_color': FLUENT_COLOR,
+                     'fluent_high_contrast': FLUENT_HIGH_CONTRAST}
+  emoji_styles = {**web_emoji, **target_family}
   cache_dir = cache_dir or os.path.join(cache.default_cache_dir(), 'packages')
   staging = directory.rstrip('/') + '.partial'
   marker = os.path.join(staging, _STAGING_MARKER)
@@ -188,59 +229,67 @@ def build(directory: str, *, cache_dir: str | None = None, web_emoji=None, web_i
     raise world_format.WorldError(
         f'{staging} exists and is not an unfinished ie-jax build; move it away (the world '
         f'is built there before it is renamed to {directory}).')
+  stamp = f'{BUILDER} {name} {VERSION}\n'
+  if os.path.exists(marker) and open(marker, encoding='utf-8').read() != stamp:  # pylint: disable=consider-using-with
+    shutil.rmtree(staging)  # our own unfinished build of another world or version
   os.makedirs(os.path.join(staging, 'corpus'), exist_ok=True)
   with open(marker, 'w', encoding='utf-8') as f:
-    f.write(f'{BUILDER} {name}\n')
+    f.write(stamp)
   log.info('Building the %r world in %s (packages cached in %s).', name, directory, cache_dir)
   try:
     catalogue_package = catalogue
     catalogue = emoji_lib.load(catalogue_package, packages.fetch(catalogue_package, cache_dir))
     by_key = {e.key: e for e in catalogue}
     by_label = {emoji_lib.slug(e.label): e for e in catalogue}
+    split = _target_split(catalogue, iconify.load(target, packages.fetch(target, cache_dir)),
+                          target_classes)
     stats = {}
-    for style, package in {**web_emoji, **web_icons}.items():
+    for style, package in {**emoji_styles, **web_icons}.items():
       icon_set = iconify.load(package, packages.fetch(package, cache_dir))
-      if style in web_emoji:
+      if style in emoji_styles:
+        # No rendering of a target test emoji anywhere in the web; no target image either.
+        banned = {'test'} | ({'train'} if package == target else set())
         matched = emoji_lib.match_icons(catalogue, icon_set)
         items = [(icon, _caption(by_key[key]), by_key[key].subgroup)
-                 for key, icon in sorted(matched.items())]
+                 for key, icon in sorted(matched.items()) if split.get(key) not in banned]
       else:
         items = []
         for icon in icon_set.names():
           twin = by_label.get(icon)  # an icon named exactly like an emoji shows that thing
           items.append((icon, icon.replace('-', ' '), twin.subgroup if twin else ''))
       stats[style] = _render_style(style, icon_set, items, staging, progress)
-    target_stats = _build_target(catalogue, target, target_classes, cache_dir, staging,
-                                 progress)
+    target_stats = _build_target(catalogue, target, target_classes, split, cache_dir,
+                                 staging, progress)
   except (packages.PackageError, OSError) as e:
     raise WorldBuildError(f'Building the {name!r} world stopped: {e} Run the same command '
                           'again to resume; fetched packages and finished styles are '
                           'kept.') from e
-  _finish(staging, directory, name, [catalogue_package, *web_emoji.values(),
-                                      *web_icons.values(), target],
-          list({**web_emoji, **web_icons}), list(web_icons), target_classes, stats,
-          target_stats)
+  used = list({p.spec: p for p in [catalogue_package, *emoji_styles.values(),
+                                    *web_icons.values(), target]}.values())
+  _finish(staging, directory, name, used, list({**emoji_styles, **web_icons}),
+          list(web_icons), target_classes, stats, target_stats)
   return paths
 
 
-def _build_target(catalogue, target, target_classes: dict, cache_dir: str, staging: str,
-                  progress: bool) -> dict:
+def _build_target(catalogue, target, target_classes: dict, split: dict, cache_dir: str,
+                  staging: str, progress: bool) -> dict:
   icon_set = iconify.load(target, packages.fetch(target, cache_dir))
   matched = emoji_lib.match_icons(catalogue, icon_set)
-  counts = collections.Counter()
+  counts = collections.Counter({'web_only': sum(s == 'web' for s in split.values())})
   for subgroup in target_classes:
     keys = [e.key for e in catalogue if e.subgroup == subgroup and e.key in matched]
-    for split, split_keys in zip(('train', 'test'), _split(keys)):
-      out = os.path.join(staging, 'target', split, target_classes[subgroup])
+    for part in ('train', 'test'):  # the same split as the web's
+      part_keys = [k for k in keys if split.get(k) == part]
+      out = os.path.join(staging, 'target', part, target_classes[subgroup])
       os.makedirs(out, exist_ok=True)
-      for i, key in enumerate(tqdm.tqdm(split_keys, desc=f'target {split} {subgroup}',
+      for i, key in enumerate(tqdm.tqdm(part_keys, desc=f'target {part} {subgroup}',
                                         disable=not progress, leave=False)):
         path = os.path.join(out, f'{i:04d}.png')
         if not os.path.exists(path):
           image = iconify.render(icon_set.svg(icon_set.resolve(matched[key])), IMAGE_SIZE)
           image.save(path + '.tmp.png')
           os.replace(path + '.tmp.png', path)
-        counts[split] += 1
+        counts[part] += 1
   if not counts['train'] or not counts['test']:
     raise packages.PackageError(f'{target.spec}: no emoji of the target classes rendered.')
   return dict(counts)
