@@ -23,7 +23,7 @@ from PIL import Image, ImageEnhance
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
-from ie_jax.web import dedup, validate  # noqa: E402
+from ie_jax.web import dedup, phash, validate  # noqa: E402
 from ie_jax.worlds import world_format  # noqa: E402
 
 import results_io  # noqa: E402  bench/, the script's own directory
@@ -33,12 +33,6 @@ def encode(image: Image.Image, fmt: str = 'PNG', **kwargs) -> bytes:
   out = io.BytesIO()
   image.save(out, fmt, **kwargs)
   return out.getvalue()
-
-
-def crop(image: Image.Image, keep: float) -> Image.Image:
-  w, h = image.size
-  dw, dh = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
-  return image.crop((dw, dh, w - dw, h - dh))
 
 
 def hue_shift(image: Image.Image, degrees: float) -> Image.Image:
@@ -62,8 +56,8 @@ LEAKS = {  # name -> how a web copy of a test image differs from it
                                                Image.Resampling.BICUBIC)),
     'downscaled 0.6x': lambda im: encode(im.resize((round(im.width * 0.6),
                                                     round(im.height * 0.6)))),
-    'crop 90%': lambda im: encode(crop(im, 0.9)),
-    'crop 80%': lambda im: encode(crop(im, 0.8)),
+    'crop 90%': lambda im: encode(phash.centre_crop(im, 0.9)),
+    'crop 80%': lambda im: encode(phash.centre_crop(im, 0.8)),
     'brighter 25%': lambda im: encode(ImageEnhance.Brightness(im).enhance(1.25)),
     'desaturated': lambda im: encode(ImageEnhance.Color(im).enhance(0.4)),
     'hue +30deg': lambda im: encode(hue_shift(im, 30)),

@@ -92,7 +92,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       images_per_query=100,
       min_images_per_query=10,     # query_scoring 'new': fewer images, the query is not scored
       top_images_per_concept=10,   # concept score = mean of its top-10 image rewards
-      # Which of a query's images score it (policy.QueryScoring): 'all' its results,
+      # Which of a query's images score it (query_scores.QueryScoring): 'all' its results,
       # earlier downloads at their stored rewards, so every query is observed; 'yield'
       # (only its new images; unfilled slots at the iteration's lowest reward); 'new' (only
       # its new images, unobserved under min_images_per_query: the pre-#19 rule).

@@ -20,9 +20,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ie_jax import explorer_setup, explorer_state, report, reward, search_phase, train
+from ie_jax import (explorer_setup, explorer_state, query_results, report, reward, search_phase,
+                    train)
 from ie_jax.concepts import cache as concepts_cache
-from ie_jax.concepts import policy
+from ie_jax.concepts import policy, query_scores
 from ie_jax.data import pipeline
 from ie_jax.data import target as target_lib
 from ie_jax.eval import knn, metrics
@@ -169,17 +170,8 @@ class Explorer:
     concepts_cache.atomic_write(
         os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
         lambda f: np.save(f, probs.astype(np.float32)))
-    nz = probs[probs > 0]
-    top = np.argsort(-probs)[:10]
-    out = {'queries': [[i, q] for i, q in zip(ids, names)],
-           'policy_entropy': float(-(nz * np.log(nz)).sum()),
-           'top_concepts': [self.vocab.lemmas[i] for i in top]}
-    if self.vocab.lexnames:  # where the policy looks, by WordNet's coarse categories
-      mass = {}
-      for lexname, p in zip(self.vocab.lexnames, probs):
-        mass[lexname] = mass.get(lexname, 0.0) + float(p)
-      out['policy_lexname_mass'] = {k: round(v, 6) for k, v in sorted(mass.items())}
-    return out
+    return {'queries': [[i, q] for i, q in zip(ids, names)],
+            **query_results.distribution_summary(probs, self.vocab)}
 
   def search(self) -> dict:
     kwargs = dict(dedup=self.caches.dedup, url_cache=self.caches.urls,
@@ -308,30 +300,16 @@ class Explorer:
     return {'replay_added': len(added), 'replay_size': len(replay)}
 
   def update(self) -> dict:
-    """Scores every drawn query (`policy.score_queries`) and adds the observations."""
+    """Scores every drawn query (`query_scores.score_queries`) and adds the observations."""
     it = self.state.iteration
     rewards = self.side.load_array(self.state, 'rewards', np.zeros((0,), np.float32))
     rows = self.store.manifest(it) if it in self.store.iterations() else []
     kept = {r['index'] for r in self.ok_rows(it)}
     book = self.reward_book()
-    added = {_sha_key(r['sha256']): float(rewards[r['index']]) for r in rows
-             if r['status'] == 'ok' and r['index'] in kept}
-    book.update(added)
-    new, old = {}, {}
-    for row in rows:
-      concept = int(row['concept'])
-      if concept < 0:  # class names: searched and trained on, never observations
-        continue
-      if row['status'] == 'ok' and row['index'] in kept:
-        new.setdefault(concept, []).append(float(rewards[row['index']]))
-      elif row.get('sha256') and _sha_key(row['sha256']) in book:
-        # An image an earlier query (or process) brought: it scores this query too.
-        old.setdefault(concept, []).append(book[_sha_key(row['sha256'])])
     drawn = sorted({int(c) for c, _ in self.state.queries if int(c) >= 0})
-    results = [policy.QueryResult(c, self.config.explore.images_per_query,
-                                  np.asarray(new.get(c, [])), np.asarray(old.get(c, [])))
-               for c in drawn]
-    concepts, scores = policy.score_queries(results, self.scoring)
+    results, added = query_results.query_results(rows, kept, rewards, book, drawn,
+                                                 self.config.explore.images_per_query)
+    concepts, scores = query_scores.score_queries(results, self.scoring)
     obs = self.observations().add(concepts, scores)
     self.state.observations = obs.to_state()
     if added:
@@ -344,7 +322,7 @@ class Explorer:
     scored = [(s, self.vocab.lemmas[c]) for c, s in zip(concepts, scores) if np.isfinite(s)]
     best = [q for _, q in sorted(scored, reverse=True)[:10]]
     return {'concepts_scored': len(scored), 'queries_without_new_images': sum(
-        1 for c in drawn if c not in new), 'best_concepts': best,
+        1 for r in results if not r.new.size), 'best_concepts': best,
             'observations': len(obs.concepts)}
 
   # The loop.
@@ -394,11 +372,6 @@ class Explorer:
     self.writer.close()
     self.ckpt.close()
     self.store.close()  # its readers reopen on demand, e.g. for a probe after the run
-
-
-def _sha_key(sha256: str) -> int:
-  """A stored image's key in the reward book: the first 64 bits of its sha256."""
-  return int(sha256[:16], 16)
 
 
 def run(config, workdir: str) -> Explorer:

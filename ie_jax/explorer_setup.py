@@ -11,7 +11,7 @@ from PIL import Image
 
 from ie_jax import pretrain, warmup, worlds
 from ie_jax.worlds import world_format
-from ie_jax.concepts import policy, text_embed, vocab as vocab_lib
+from ie_jax.concepts import policy, query_scores, text_embed, vocab as vocab_lib
 from ie_jax.data import pipeline, target as target_lib
 from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib
 from ie_jax.web import dedup as dedup_lib
@@ -123,9 +123,9 @@ def policy_config(config) -> policy.PolicyConfig:
       redraw_searched=c.redraw_searched)
 
 
-def query_scoring(config) -> policy.QueryScoring:
+def query_scoring(config) -> query_scores.QueryScoring:
   ex = config.explore
-  return policy.QueryScoring(top_k=ex.top_images_per_concept,
+  return query_scores.QueryScoring(top_k=ex.top_images_per_concept,
                              min_images=ex.min_images_per_query, rule=ex.query_scoring)
 
 

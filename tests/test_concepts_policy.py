@@ -11,7 +11,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF
 
 from ie_jax.concepts import gpr
-from ie_jax.concepts import policy
+from ie_jax.concepts import policy, query_scores
 
 
 def unit_vectors(rng, n, d=384):
@@ -149,11 +149,11 @@ def test_unknown_mode_lists_valid_modes():
 
 def test_concept_score_top10_and_bad_rewards():
   rewards = np.linspace(0.0, 1.0, 101)
-  assert policy.concept_score(rewards) == pytest.approx(np.mean(rewards[-10:]))
-  assert math.isnan(policy.concept_score(rewards[:9]))   # fewer than min_images
-  assert math.isnan(policy.concept_score([]))
+  assert query_scores.concept_score(rewards) == pytest.approx(np.mean(rewards[-10:]))
+  assert math.isnan(query_scores.concept_score(rewards[:9]))   # fewer than min_images
+  assert math.isnan(query_scores.concept_score([]))
   with pytest.warns(RuntimeWarning, match='Dropped 2 non-finite'):
-    score = policy.concept_score(np.r_[rewards[:20], np.nan, np.inf])
+    score = query_scores.concept_score(np.r_[rewards[:20], np.nan, np.inf])
   assert score == pytest.approx(np.mean(rewards[10:20]))
 
 

@@ -11,12 +11,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ie_jax.concepts import policy
+from ie_jax.concepts import policy, query_scores
 from ie_jax.worlds import replay
 
 POLICY = policy.PolicyConfig(mode='learned', length_scale=0.5, tier_bounds=(64, 256),
                              tier_masses=(0.95, 0.04, 0.01), redraw_searched=False)
-SCORING = policy.QueryScoring(top_k=2, rule='all')
+SCORING = query_scores.QueryScoring(top_k=2, rule='all')
 BUDGET = replay.Budget(iterations=6, queries=16, images=10)
 
 
@@ -77,16 +77,16 @@ def test_no_query_is_searched_twice_without_descriptors():
 def test_every_drawn_query_is_observed():
   """A query whose results were all downloaded before still scores (rule 'all': its
   stored rewards; rule 'yield': the floor), so the GP learns that a concept ran dry."""
-  old_only = policy.QueryResult(3, 10, new=np.zeros((0,)), old=np.array([1.0, 1.0, 0.5]))
-  nothing = policy.QueryResult(4, 10, new=np.zeros((0,)))
-  fresh = policy.QueryResult(5, 10, new=np.array([0.2, 0.9, 0.4]))
+  old_only = query_scores.QueryResult(3, 10, new=np.zeros((0,)), old=np.array([1.0, 1.0, 0.5]))
+  nothing = query_scores.QueryResult(4, 10, new=np.zeros((0,)))
+  fresh = query_scores.QueryResult(5, 10, new=np.array([0.2, 0.9, 0.4]))
   for rule, expect in (('all', [1.0, 0.2, 0.65]), ('yield', [0.2, 0.2, 0.65])):
-    concepts, scores = policy.score_queries([old_only, nothing, fresh],
-                                            policy.QueryScoring(top_k=2, rule=rule))
+    concepts, scores = query_scores.score_queries([old_only, nothing, fresh],
+                                            query_scores.QueryScoring(top_k=2, rule=rule))
     assert concepts.tolist() == [3, 4, 5]
     np.testing.assert_allclose(scores, expect)
-  _, scores = policy.score_queries([old_only, nothing, fresh],
-                                   policy.QueryScoring(top_k=2, min_images=2, rule='new'))
+  _, scores = query_scores.score_queries([old_only, nothing, fresh],
+                                   query_scores.QueryScoring(top_k=2, min_images=2, rule='new'))
   assert np.isnan(scores[:2]).all() and scores[2] == pytest.approx(0.65)
 
 

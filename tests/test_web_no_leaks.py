@@ -6,13 +6,10 @@ pointed at a loopback imitation of their APIs. The imitation answers with titles
 errors chosen to cause trouble: path traversal, slashes, NUL bytes, 3,000-character names,
 and error texts that echo the key back (as Flickr's "Invalid API Key (...)" does).
 """
-import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import threading
 import urllib.parse
 import zlib
 
@@ -21,7 +18,7 @@ from aiohttp import web
 
 from configs import common
 from ie_jax import search_phase
-from ie_jax.testing.fault_server import encode, picture, serve
+from ie_jax.testing.fault_server import encode, picture, serve_in_thread
 from ie_jax.web import api, engines
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import store as store_lib
@@ -99,28 +96,9 @@ OUR_NAMES = re.compile(r'^(web/(images-\d{5}-\d{3}\.array_record|manifest-\d{5}-
                        r'|logs/run\.log|explorer/(queries|url_cache|dedup)\.json)$')
 
 
-@contextlib.contextmanager
 def hostile_api():
   """Serves `HostileApi` from a thread (the phase runs event loops of its own); yields its URL."""
-  loop = asyncio.new_event_loop()
-  ready, base = threading.Event(), {}
-
-  async def main():
-    base['stop'] = asyncio.Event()
-    async with serve(HostileApi().app()) as url:
-      base['url'] = url
-      ready.set()
-      await base['stop'].wait()
-
-  thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-  thread.start()
-  assert ready.wait(10)
-  try:
-    yield base['url']
-  finally:
-    loop.call_soon_threadsafe(base['stop'].set)
-    thread.join(10)
-    loop.close()
+  return serve_in_thread(HostileApi().app())
 
 
 def run_phase(make_engine, workdir: str) -> dict:

@@ -12,11 +12,11 @@ import sys
 import textwrap
 import urllib.parse
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ie_jax.testing.fault_server import FETCH, GOOD, LIMITS, FaultServer, serve
+from ie_jax.testing.fault_server import (FETCH, GOOD, LIMITS, FaultServer, serve,
+                                         serve_in_thread)
 from ie_jax.web import download, fetch, records
 
 OPTIONS = download.DownloadOptions(fetch=FETCH, image=LIMITS, decode_processes=0,
@@ -134,22 +134,8 @@ _PHASE = textwrap.dedent('''
 def test_a_search_phase_killed_mid_way_resumes_past_invalid_hosts(tmp_path):
   """Killed after its first committed part, then resumed: no crash loop, every URL once."""
   import json  # pylint: disable=import-outside-toplevel
-  import threading  # pylint: disable=import-outside-toplevel
 
-  loop = asyncio.new_event_loop()
-  ready, box = threading.Event(), {}
-
-  async def main():
-    box['stop'] = asyncio.Event()
-    async with serve(FaultServer().app()) as base:
-      box['base'] = base
-      ready.set()
-      await box['stop'].wait()
-  thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-  thread.start()
-  assert ready.wait(10)
-  try:
-    base = box['base']
+  with serve_in_thread(FaultServer().app()) as base:
     urls = [f'{base}/img/{name}' for name in ('a.jpg', 'b.png', 'c.webp', 'd.gif')]
     urls[1:1] = [f'http://{host}/x.jpg' for host in INVALID_HOSTS[:3]]
     urls.append(f'{base}/redirect?to=' + urllib.parse.quote('http://bad..host.invalid/y.jpg'))
@@ -162,10 +148,6 @@ def test_a_search_phase_killed_mid_way_resumes_past_invalid_hosts(tmp_path):
     resumed = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-  finally:
-    loop.call_soon_threadsafe(box['stop'].set)
-    thread.join(10)
-    loop.close()
   from ie_jax.web import store as store_lib  # pylint: disable=import-outside-toplevel
   rows = store_lib.WebStore(str(tmp_path / 'web')).manifest(0)
   assert sorted(r['url'] for r in rows) == sorted(urls)  # every URL recorded exactly once

@@ -1,7 +1,7 @@
 """The concept policy: observed query rewards -> a sampling distribution over concepts.
 
 Paper §2.4-2.5 and C.4, in order:
-  1. a query's score is the mean of its top-10 image rewards (`concept_score`);
+  1. a query's score is the mean of its top-10 image rewards (`query_scores.py`);
   2. a GP with RBF kernel over the concept text embeddings is fitted to the observed
      concepts; an unobserved concept scores mu + sigma, an observed one its observed score;
   3. softmax at temperature (max - min) / SMR, SMR = 3;
@@ -9,7 +9,8 @@ Paper §2.4-2.5 and C.4, in order:
      750 share 0.1 and the rest 0.1, each tier keeping its softmax proportions.
 
 Choices where the paper is silent (also in docs/DECISIONS.md):
-  - a query with fewer than `min_images` finite image rewards is not an observation;
+  - every drawn query is scored (`query_scores.QueryScoring`); a query already searched is
+    not drawn again unless descriptors vary it (`Searched`);
   - repeated observations of one concept are averaged before the GP fit (one input per
     concept keeps the kernel matrix well conditioned; the mean is also what the concept
     keeps as its own score);
@@ -82,108 +83,7 @@ class PolicyConfig:
                        f'{len(self.tier_bounds) + 1} masses; got {self.tier_masses}.')
 
 
-# Step 1: query scores and the observation history (the policy's whole state).
-
-def concept_score(image_rewards, *, top_k: int = 10, min_images: int = 10) -> float:
-  """The mean of a query's `top_k` best image rewards; NaN when it is not an observation.
-
-  Non-finite rewards (e.g. images that failed to embed) are dropped with a warning, then a
-  query with fewer than `min_images` rewards left scores NaN, which `Observations.add`
-  skips.
-  """
-  rewards = np.asarray(image_rewards, dtype=np.float64).ravel()
-  finite = rewards[np.isfinite(rewards)]
-  if finite.size < rewards.size:
-    warnings.warn(f'Dropped {rewards.size - finite.size} non-finite image rewards of '
-                  f'{rewards.size}.', RuntimeWarning, stacklevel=2)
-  if finite.size < min_images or finite.size == 0:
-    return math.nan
-  return float(np.mean(np.sort(finite)[-top_k:]))
-
-
-@dataclasses.dataclass(frozen=True)
-class QueryScoring:
-  """How one searched query becomes an observation of its concept.
-
-  Attributes:
-    top_k: image rewards averaged into the score (the paper's top 10).
-    min_images: under rule 'new', fewer new images than this and the query is not observed.
-    rule: which of a query's images it is scored on (docs/DECISIONS.md, "Query scoring"):
-      'all': all its results that have a reward, the new ones and those an earlier query
-        had already brought (their stored rewards): a query's score says how good its
-        results are, whoever downloaded them first. Every drawn query is observed: slots
-        of the top_k it cannot fill score the iteration's lowest reward.
-      'yield': only the images it added, with unfilled slots at that floor: a query that
-        adds nothing scores as the worst image found.
-      'new': only the images it added, and a query that added fewer than `min_images` is
-        not observed. So a dried-up concept is never observed again, the GP keeps
-        predicting it from its neighbours, and the policy keeps drawing it.
-  """
-  top_k: int = 10
-  min_images: int = 10
-  rule: str = 'all'
-
-  def __post_init__(self):
-    if self.rule not in SCORING_RULES:
-      raise ValueError(f'Unknown query scoring rule {self.rule!r}; valid: {SCORING_RULES}.')
-
-
-SCORING_RULES = ('all', 'yield', 'new')
-
-
-# eq=False: the fields are arrays, whose == is elementwise.
-@dataclasses.dataclass(frozen=True, eq=False)
-class QueryResult:
-  """What one query of an iteration brought.
-
-  Attributes:
-    concept: its vocabulary index.
-    requested: images asked of the engine.
-    new: rewards of the images it added this iteration.
-    old: stored rewards of its results that an earlier query had already brought (those
-      whose reward is unknown, e.g. refused near-duplicates, are left out).
-  """
-  concept: int
-  requested: int
-  new: np.ndarray
-  old: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,)))
-
-
-def _finite(values) -> np.ndarray:
-  values = np.asarray(values, np.float64).ravel()
-  return values[np.isfinite(values)]
-
-
-def score_queries(results, scoring: QueryScoring = QueryScoring()):
-  """An iteration's query results -> (concepts, scores) observations, by `scoring.rule`.
-
-  A concept queried twice in one iteration is scored once, on the images of both queries.
-  A NaN score is not an observation (`Observations.add` drops it): under rule 'new' a query
-  with too few new images, under every rule an iteration with no reward at all.
-  """
-  by_concept: dict[int, list] = {}
-  for r in results:
-    by_concept.setdefault(int(r.concept), []).append(r)
-  everything = [_finite(v) for r in results for v in (r.new, r.old)]
-  everything = np.concatenate(everything) if everything else np.zeros((0,))
-  # No reward at all this iteration (nothing stored): no scale to score against, so the
-  # queries are not observed.
-  floor = float(everything.min()) if everything.size else math.nan
-  concepts, scores = [], []
-  for concept, queries in sorted(by_concept.items()):
-    new = np.concatenate([np.asarray(q.new, np.float64).ravel() for q in queries])
-    if scoring.rule == 'new':
-      score = concept_score(new, top_k=scoring.top_k, min_images=scoring.min_images)
-    else:
-      pool = [_finite(new)] + ([_finite(q.old) for q in queries] if scoring.rule == 'all'
-                               else [])
-      slots = max(1, min(scoring.top_k, sum(q.requested for q in queries)))
-      best = np.sort(np.concatenate(pool))[::-1][:slots]
-      score = float((best.sum() + floor * (slots - best.size)) / slots)
-    concepts.append(concept)
-    scores.append(score)
-  return np.asarray(concepts, np.int64), np.asarray(scores, np.float64)
-
+# Step 1 (query scores) is query_scores.py; the observation history is the policy's state.
 
 def query_seed(seed: int, iteration: int) -> int:
   """The seed of an iteration's query draw (the explorer's and the replay's)."""

@@ -15,6 +15,7 @@ import io
 import ipaddress
 import socket
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -214,6 +215,32 @@ async def serve(app: web.Application, host: str = '127.0.0.1'):
   finally:
     await runner.cleanup()
 
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application):
+  """`serve(app)` on an event loop of its own in a daemon thread, for callers that run
+  their own event loops (the search phase, subprocesses); yields the base URL."""
+  loop = asyncio.new_event_loop()
+  ready, box = threading.Event(), {}
+
+  async def main():
+    box['stop'] = asyncio.Event()
+    async with serve(app) as url:
+      box['url'] = url
+      ready.set()
+      await box['stop'].wait()
+
+  thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+  thread.start()
+  if not ready.wait(10):
+    raise RuntimeError('The test server did not start within 10 s.')
+  try:
+    yield box['url']
+  finally:
+    loop.call_soon_threadsafe(box['stop'].set)
+    thread.join(10)
+    loop.close()
 
 EXPECTED_FAULTS = {
     '404': 'http_404', '500': 'http_500', 'reset': 'connection_error', 'drip': 'timeout',

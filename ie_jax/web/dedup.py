@@ -64,10 +64,8 @@ class DedupIndex:
     processed = validate.process(data, limits)
     self.forbid(processed.sha256, processed.phash, processed.thumb)
     with Image.open(io.BytesIO(processed.jpeg)) as image:
-      w, h = image.size
       for keep in _CROPS:
-        dw, dh = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
-        crop = image.crop((dw, dh, w - dw, h - dh))
+        crop = phash_lib.centre_crop(image, keep)
         self._forbidden_phash.add(phash_lib.phash(crop))
         self._forbidden_thumbs.append(phash_lib.thumbnail(crop))
 

@@ -40,6 +40,13 @@ def thumbnail(image: Image.Image) -> bytes:
   return image.convert('L').resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes()
 
 
+def centre_crop(image: Image.Image, keep: float) -> Image.Image:
+  """The central `keep` fraction of each side: the crops of a test image the guard forbids."""
+  w, h = image.size
+  dw, dh = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
+  return image.crop((dw, dh, w - dw, h - dh))
+
+
 def correlation(a: bytes, b) -> np.ndarray:
   """Pearson correlation of thumbnail `a` with each of `b` (bytes, or an (n, 1024) uint8
   array): invariant to brightness and contrast changes, high only for the same picture."""

@@ -29,7 +29,7 @@ import sys
 import numpy as np
 import tqdm
 
-from ie_jax.concepts import policy
+from ie_jax.concepts import policy, query_scores
 from ie_jax.worlds import world_format
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def oracle_reward(relevant: np.ndarray) -> np.ndarray:
 
 
 def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
-               scoring: policy.QueryScoring, budget: Budget, *, seed: int,
+               scoring: query_scores.QueryScoring, budget: Budget, *, seed: int,
                image_reward=None, queries=None) -> dict:
   """The explore loop's query side for `budget.iterations`, with fixed image rewards.
 
@@ -109,10 +109,10 @@ def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
       fresh = rows[~seen[rows]]
       seen[fresh] = True
       new_rows.append(fresh)
-      results.append(policy.QueryResult(concept=int(c), requested=budget.images,
+      results.append(query_scores.QueryResult(concept=int(c), requested=budget.images,
                                         new=image_reward[fresh],
                                         old=image_reward[np.setdiff1d(rows, fresh)]))
-    concepts, scores = policy.score_queries(results, scoring)
+    concepts, scores = query_scores.score_queries(results, scoring)
     obs = obs.add(concepts, scores)
     searched = searched.add(drawn)
     got = np.concatenate(new_rows) if new_rows else np.zeros((0,), np.int64)
@@ -164,7 +164,7 @@ def captured(random_mean: float, learned_mean: float, ceiling_mean: float) -> fl
 
 
 def compare(web: Web, embeddings, policy_config: policy.PolicyConfig,
-            scoring: policy.QueryScoring, budget: Budget, seeds, queries=None) -> dict:
+            scoring: query_scores.QueryScoring, budget: Budget, seeds, queries=None) -> dict:
   """Random, learned with the oracle reward, and the ceiling over `seeds`."""
   rows = {'random': {}, 'learned, oracle reward': {}}
   for seed in seeds:
