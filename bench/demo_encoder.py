@@ -30,6 +30,7 @@ from configs import demo
 from ie_jax import explorer_setup, pretrain, warmup
 from ie_jax.data import pipeline
 from ie_jax.eval import features
+from ie_jax.models import imagenet_start
 from ie_jax.utils import sharding
 from ie_jax.worlds import diagnose, world_format
 import results_io  # bench/, the script's own directory
@@ -70,6 +71,10 @@ def main(argv=None) -> int:
   parser.add_argument('--finetune_epochs', type=int, default=-1, help='-1: the config\'s')
   parser.add_argument('--base_lr', type=float, default=0, help='0: the config\'s')
   parser.add_argument('--temperature', type=float, default=0, help='0: the config\'s')
+  parser.add_argument('--backbone', default='', help="'': the config's; or "
+                      "'efficientnet-lite0'")
+  parser.add_argument('--init', default='', help='config.init_checkpoint (default: the '
+                      "config's; with --backbone efficientnet-lite0, its ImageNet weights)")
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--sample', type=int, default=3000, help='web images scored')
   parser.add_argument('--out', default='', help='JSON results path')
@@ -87,6 +92,12 @@ def main(argv=None) -> int:
     config.optim.base_lr = args.base_lr
   if args.temperature:
     config.moco.temperature = args.temperature
+  if args.backbone:
+    config.model.backbone = args.backbone
+    if args.backbone == 'efficientnet-lite0' and not args.init:
+      config.init_checkpoint = imagenet_start.LITE0_WEIGHTS
+  if args.init:
+    config.init_checkpoint = args.init
   if args.finetune_epochs >= 0:
     config.explore.finetune_epochs = args.finetune_epochs
   world, web_bytes, target_bytes, relevant, kinds = scored_sample(config, args.sample)

@@ -38,6 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # Model section: ResNet-50 + MoCo v3 heads (moco-v3 defaults for ResNets).
   config.model = ml_collections.ConfigDict(dict(
+      backbone='resnet',  # the paper's; 'efficientnet-lite0' for the CPU demo's ImageNet start
       depth=50,
       width=64,
       small_stem=False,   # 3x3 stride-1 stem without max-pool, for 32-px images

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ie_jax import optim, train
 from ie_jax.data import photometric, pipeline, target
-from ie_jax.models import convert, moco
+from ie_jax.models import convert, imagenet_start, moco
 from ie_jax.utils import checkpoint, metric_writer, sharding
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,12 @@ def build(config, mesh, total_steps: int):
   state = train.create_train_state(jax.random.key(config.seed), model, tx,
                                    config.moco.image_size)
   if config.init_checkpoint:
-    state = convert.load_official(config.init_checkpoint, state, tx)
+    # A ResNet starts from the official MoCo v3 checkpoint; EfficientNet-Lite0 from an
+    # ImageNet classifier's backbone.
+    if config.model.backbone == 'resnet':
+      state = convert.load_official(config.init_checkpoint, state, tx)
+    else:
+      state = imagenet_start.load(config.init_checkpoint, state, tx)
     log.info('Initialised from %s.', config.init_checkpoint)
   else:
     log.warning('config.init_checkpoint is empty: training from scratch. The paper starts '

@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from ie_jax import optim, train
 from ie_jax.models import convert, moco
-from ie_jax.testing import torch_moco
+
+# The PyTorch reference: the `torch` extra (CI installs it).
+torch = pytest.importorskip('torch')
+from ie_jax.testing import torch_moco  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LR, WD, MOMENTUM, TC, M, T = 0.7, 1e-6, 0.9, 1e-3, 0.99, 1.0
 ONLINE = {'encoder': 'module.base_encoder.', 'projector': 'module.base_encoder.',

@@ -1,9 +1,11 @@
 """Tests of the PyTorch MoCo v3 reference in ie_jax.testing.torch_moco."""
 
 import numpy as np
-import torch
+import pytest
 
-from ie_jax.testing import torch_moco
+# The PyTorch reference: the `torch` extra (CI installs it).
+torch = pytest.importorskip('torch')
+from ie_jax.testing import torch_moco  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _num_params(module):

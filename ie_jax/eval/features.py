@@ -22,7 +22,9 @@ from ie_jax.utils import checkpoint, sharding
 log = logging.getLogger(__name__)
 
 # The keys of config.model that change parameter shapes; dtype only changes the compute.
-ARCHITECTURE_KEYS = ('depth', 'width', 'small_stem', 'dim', 'mlp_dim')
+ARCHITECTURE_KEYS = ('backbone', 'depth', 'width', 'small_stem', 'dim', 'mlp_dim')
+# What a checkpoint's config that predates a key meant by it.
+_BEFORE_THE_KEY = {'backbone': 'resnet'}
 
 
 class EvalError(ValueError):
@@ -54,7 +56,7 @@ def read_meta(workdir: str, step: int) -> dict:
 def check_architecture(saved: dict, config, where: str) -> None:
   """Fails if `config.model` asks for another architecture than the checkpoint's."""
   wanted = {k: config.model[k] for k in ARCHITECTURE_KEYS}
-  found = {k: saved.get(k) for k in ARCHITECTURE_KEYS}
+  found = {k: saved.get(k, _BEFORE_THE_KEY.get(k)) for k in ARCHITECTURE_KEYS}
   if wanted != found:
     diff = ', '.join(f'{k}={found[k]!r} (config: {wanted[k]!r})'
                      for k in ARCHITECTURE_KEYS if wanted[k] != found[k])

@@ -1,4 +1,7 @@
-"""MoCo v3 for ResNets: backbone + projector (online and momentum) and predictor (online).
+"""MoCo v3: backbone + projector (online and momentum) and predictor (online).
+
+The backbone is the paper's ResNet (`resnet.py`), or EfficientNet-Lite0
+(`efficientnet_lite.py`), whose ImageNet weights the CPU demo starts from.
 
 Parameters are one dict `{'encoder', 'projector', 'predictor'}`; the momentum branch holds
 the `{'encoder', 'projector'}` part, so one module serves both branches.
@@ -8,12 +11,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ie_jax.models import resnet
+from ie_jax.models import efficientnet_lite, resnet
 
 # PyTorch nn.Linear's default init, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 LINEAR_INIT = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 MOMENTUM_PARTS = ('encoder', 'projector')
+BACKBONES = ('resnet', 'efficientnet-lite0')
 
 
 class MLP(nn.Module):
@@ -47,9 +51,15 @@ class MoCoV3(nn.Module):
   dim: int = 256
   mlp_dim: int = 4096
   dtype: Any = jnp.float32
+  backbone: str = 'resnet'  # or 'efficientnet-lite0' (depth, width, small_stem unused)
 
   def setup(self):
-    self.encoder = resnet.ResNet(self.depth, self.width, self.small_stem, self.dtype)
+    if self.backbone == 'resnet':
+      self.encoder = resnet.ResNet(self.depth, self.width, self.small_stem, self.dtype)
+    elif self.backbone == 'efficientnet-lite0':
+      self.encoder = efficientnet_lite.EfficientNetLite0(self.dtype)
+    else:
+      raise ValueError(f'Unknown backbone {self.backbone!r}; valid: {BACKBONES}.')
     self.projector = MLP(self.mlp_dim, self.dim, last_bn=True, dtype=self.dtype)
     self.predictor = MLP(self.mlp_dim, self.dim, last_bn=False, dtype=self.dtype)
 
@@ -72,6 +82,10 @@ def build(model_config) -> MoCoV3:
   if model_config.dtype not in dtypes:
     raise ValueError(f'config.model.dtype must be one of {sorted(dtypes)}, '
                      f'got {model_config.dtype!r}.')
+  if model_config.backbone not in BACKBONES:
+    raise ValueError(f'config.model.backbone must be one of {BACKBONES}, got '
+                     f'{model_config.backbone!r}.')
   return MoCoV3(depth=model_config.depth, width=model_config.width,
                 small_stem=model_config.small_stem, dim=model_config.dim,
-                mlp_dim=model_config.mlp_dim, dtype=dtypes[model_config.dtype])
+                mlp_dim=model_config.mlp_dim, dtype=dtypes[model_config.dtype],
+                backbone=model_config.backbone)
