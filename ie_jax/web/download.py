@@ -1,5 +1,8 @@
 """The downloader: (url, query, concept) jobs in, one `Record` per job out.
 
+On its own, from a URL list to files: `python -m ie_jax.web.download URLS OUT`
+(`download_tool.py`).
+
   records = []
   options = download.DownloadOptions(image=validate.ImageLimits(max_side=256))
   counts = download.download(jobs, sink=records.append, options=options)
@@ -203,3 +206,8 @@ def download(jobs: Iterable[Job], sink: Sink, options: DownloadOptions = Downloa
              url_cache: dedup_lib.UrlCache | None = None) -> collections.Counter:
   """Synchronous `Downloader(...).run(jobs, sink)` for callers outside an event loop."""
   return asyncio.run(Downloader(options, dedup, url_cache).run(jobs, sink))
+
+
+if __name__ == '__main__':
+  from ie_jax.web import download_tool  # pylint: disable=g-import-not-at-top
+  raise SystemExit(download_tool.main())
