@@ -11,6 +11,9 @@ CORE = [
     'grain==0.2.18',
     'array_record>=0.8.6',
     'tensorflow-datasets==4.9.10',
+    # TFDS imports it for every registered builder (tfds.data_source on oxford_flowers102)
+    # and does not declare it.
+    'importlib_resources>=6',
     'ml-collections==1.1.0',
     'absl-py>=2.1',
     'nltk>=3.9',

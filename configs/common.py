@@ -76,6 +76,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.target = ml_collections.ConfigDict(dict(
       name='shapes',      # see ie_jax.data.target.LOADERS
       data_dir='',        # TFDS data dir, or the root of a 'folder' target
+      download=False,     # TFDS: download and prepare an unprepared dataset at run time
       split='train',
       num_examples=0,     # 0: the whole split; >0 caps it (smoke runs)
       image_size=64,      # stored size of generated targets

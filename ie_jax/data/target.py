@@ -97,15 +97,20 @@ def _load_tfds(name: str, cfg, split: str) -> Target:
   tfds_name, splits, label_key, multi = TFDS_TARGETS[name]
   data_dir = cfg.data_dir or None
   try:
-    source = _Concat([tfds.data_source(tfds_name, split=s, data_dir=data_dir)
+    # No download at run time unless asked: TFDS's default would start fetching (and
+    # preparing, with TensorFlow) an unprepared dataset in the middle of a run.
+    source = _Concat([tfds.data_source(tfds_name, split=s, data_dir=data_dir,
+                                       download=bool(cfg.get('download', False)))
                       for s in splits[split]])
     feature = tfds.builder(tfds_name, data_dir=data_dir).info.features[label_key]
   except Exception as e:  # TFDS raises several types for "not prepared"
     raise TargetError(
         f'Cannot read TFDS dataset {tfds_name!r} (splits {splits[split]}) from '
-        f'{data_dir or "the default TFDS data dir"}: {e}. Prepare it once with '
-        f'`tfds build {tfds_name} --file_format=array_record` (data_dir via '
-        '--config.target.data_dir or TFDS_DATA_DIR).') from e
+        f'{data_dir or "the default TFDS data dir"}: {type(e).__name__}: {e}. Prepare it '
+        f'once with `tfds build {tfds_name} --file_format=array_record` (data_dir via '
+        '--config.target.data_dir or TFDS_DATA_DIR; see the README for what each paper '
+        'target needs), or let TFDS download and prepare it at run time with '
+        '--config.target.download=True.') from e
   names = list((feature.feature if multi else feature).names)
 
   def labels():
