@@ -155,6 +155,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       search_concurrency=8,
       concurrency=64,
       per_host=8,
+      # A request this many times slower than its host's median (and >= slow_min_s) gives
+      # its host slot back (ie_jax/web/host_slots.py); 0: never.
+      slow_factor=4.0,
+      slow_min_s=2.0,
       timeout_s=30.0,
       min_side=64,
       max_side=256,                # stored short side; >= the 224 training crops
@@ -178,6 +182,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       # Comma-separated concept modes to run side by side into WORKDIR/<mode> with one
       # comparison report ('' = one run, config.concepts.mode, in WORKDIR).
       compare_modes='',
+      # With compare_modes: comma-separated seeds, each mode run once per seed into
+      # WORKDIR/seed-<s>/<mode>, the report giving each mode's mean and spread ('' = the
+      # config's seed, into WORKDIR/<mode>).
+      compare_seeds='',
       # On a world with ground truth: the policy's "relevant mass" is on the concepts of
       # these comma-separated WordNet lexnames ('' = on the concepts whose query returns
       # mostly target-class images in that world: ie_jax.worlds.scoring).

@@ -3,7 +3,6 @@
 Failures raise `records.Rejected` with a reason from `records.REASONS` (or `http_<code>`).
 """
 import asyncio
-import collections
 import dataclasses
 import os
 import random
@@ -15,6 +14,7 @@ from aiohttp import abc as aiohttp_abc
 
 from ie_jax.web import api
 from ie_jax.web import corpus
+from ie_jax.web import host_slots
 from ie_jax.web import ssrf
 from ie_jax.web.records import Rejected
 
@@ -47,6 +47,10 @@ class FetchOptions:
     file_roots: directories that file:// URLs may read from; empty disables file://.
     user_agent: sent with every request; say who you are, as Wikimedia asks.
     respect_opt_out: refuse images whose X-Robots-Tag says noai/noimageai/noindex/noimageindex.
+    slow_factor, slow_min_s: a request running slow_factor x its host's median request time
+      (and at least slow_min_s) gives its host slot back (`host_slots.py`); 0 disables.
+    host_limits: (host, slots) for hosts that ask for fewer connections; they never give
+      slots back. upload.wikimedia.org asks unidentified clients for at most 2.
   """
   concurrency: int = 64
   per_host: int = 8
@@ -62,6 +66,9 @@ class FetchOptions:
   file_roots: tuple[str, ...] = ()
   user_agent: str = 'ie-jax/0.1 (research crawler; Internet Explorer reimplementation)'
   respect_opt_out: bool = True
+  slow_factor: float = 4.0
+  slow_min_s: float = 2.0
+  host_limits: tuple[tuple[str, int], ...] = (('upload.wikimedia.org', 2),)
 
 
 class _Retry(Rejected):
@@ -104,7 +111,9 @@ class Fetcher:
     self._guard = ssrf.AddressGuard(options.allow_networks)
     self._roots = tuple(os.path.realpath(root) for root in options.file_roots)
     self._global = asyncio.Semaphore(options.concurrency)
-    self._hosts = collections.defaultdict(lambda: asyncio.Semaphore(options.per_host))
+    self._hosts = host_slots.Hosts(options.per_host, slow_factor=options.slow_factor,
+                                   slow_min_s=options.slow_min_s,
+                                   host_limits=options.host_limits)
     self._not_before: dict[str, float] = {}  # host -> monotonic time it asked us to wait for
     self._random = random.Random()
 
@@ -164,7 +173,7 @@ class Fetcher:
   async def _request(self, url: yarl.URL) -> tuple[bytes, str | None]:
     """One request: `(body, None)`, or `(b'', location)` for a redirect."""
     host = url.host or ''
-    async with self._hosts[host]:
+    async with self._hosts[host].slot():
       delay = self._not_before.get(host, 0.0) - time.monotonic()
       if delay > 0:
         await asyncio.sleep(delay)

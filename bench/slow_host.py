@@ -1,0 +1,94 @@
+r"""Slow URLs on one host: does the downloader keep fetching the host's fast URLs?
+
+  python bench/slow_host.py [--urls 600] [--slow_fraction 0.05] [--stall_s 8]
+
+One host (127.0.0.1, a server in a thread of this process) answers every request after
+100-300 ms, except a fraction that stall for --stall_s first (a slow CDN edge, a trickle);
+every URL is a distinct small JPEG. The same list runs through the real downloader with
+the default 8 slots per host and slow requests giving their slot back (`web/host_slots.py`),
+against the reference of 8 plain slots (slow_factor=0, the behaviour before issue #22), and
+with 64 plain slots. Prints good images/s and wall time; writes bench/results/slow_host.json.
+"""
+import argparse
+import asyncio
+import dataclasses
+import io
+import os
+import random
+import sys
+import time
+
+import numpy as np
+from aiohttp import web
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=wrong-import-position
+from ie_jax.testing.fault_server import serve_in_thread
+from ie_jax.web import download, fetch, validate
+import results_io  # bench/, the script's own directory
+
+
+def jpeg(i: int) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.random.RandomState(i).randint(0, 256, (72, 96, 3), np.uint8)).save(
+      buf, 'JPEG', quality=85)
+  return buf.getvalue()
+
+
+def site(count: int, stall_s: float):
+  bodies = [jpeg(i) for i in range(count)]
+
+  async def handle(request):
+    kind, i = request.match_info['kind'], int(request.match_info['i'])
+    await asyncio.sleep(stall_s if kind == 'stall' else random.uniform(0.1, 0.3))
+    return web.Response(body=bodies[i], content_type='image/jpeg')
+  app = web.Application()
+  app.router.add_get('/{kind}/{i}', handle)
+  return app
+
+
+def run(urls: list[str], name: str, **changes) -> dict:
+  options = download.DownloadOptions(
+      fetch=dataclasses.replace(fetch.FetchOptions(allow_networks=('127.0.0.1/32',)),
+                                **changes),
+      image=validate.ImageLimits(min_side=32, max_side=64), decode_processes=0,
+      progress=False)
+  ok = []
+  start = time.perf_counter()
+  download.download([download.Job(u) for u in urls],
+                    lambda r: ok.append(r) if r.status == 'ok' else None, options)
+  wall = time.perf_counter() - start
+  row = {'downloader': name, **{k: v for k, v in changes.items()}, 'ok': len(ok),
+         'wall_s': round(wall, 2), 'good_images_per_s': round(len(ok) / wall, 2)}
+  print(f'{name:<44} ok {len(ok):5d}  {wall:7.1f} s  {len(ok) / wall:7.1f} good images/s',
+        flush=True)
+  return row
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--urls', type=int, default=600)
+  parser.add_argument('--slow_fraction', type=float, default=0.05)
+  parser.add_argument('--stall_s', type=float, default=8.0)
+  parser.add_argument('--out', default='')
+  args = parser.parse_args(argv)
+  rng = random.Random(0)
+  slow = set(rng.sample(range(args.urls), int(args.urls * args.slow_fraction)))
+  with serve_in_thread(site(args.urls, args.stall_s)) as base:
+    urls = [f'{base}/{"stall" if i in slow else "fast"}/{i}' for i in range(args.urls)]
+    rows = [
+        run(urls, '8 slots, slow ones give back (ie_jax default)'),
+        run(urls, '8 plain slots (reference: before #22)', slow_factor=0.0),
+        run(urls, '64 plain slots', per_host=64, slow_factor=0.0),
+    ]
+  ratio = rows[0]['good_images_per_s'] / rows[1]['good_images_per_s']
+  print(f'default vs 8 plain slots: {ratio:.2f}x good images/s')
+  results_io.write('slow_host', 'slow_host', {'config': vars(args), 'ratio_vs_plain_8': ratio},
+                   rows, args.out)
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

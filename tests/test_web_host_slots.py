@@ -1,0 +1,80 @@
+"""Slow URLs do not starve their host: a request far slower than the host's typical one
+gives its slot back (`web/host_slots.py`), within a bound on open connections, and never on
+a host that asked for few. Checked by the order records arrive in, not by timings."""
+import asyncio
+import dataclasses
+
+from aiohttp import web
+
+from ie_jax.testing.fault_server import FETCH, LIMITS, serve
+from ie_jax.web import download, host_slots
+
+
+def app(state):
+  async def handle(request):
+    state['open'] += 1
+    state['max_open'] = max(state['max_open'], state['open'])
+    try:
+      kind = request.match_info['kind']
+      await asyncio.sleep(2.5 if kind == 'stall' else 0.02)
+      return web.Response(body=state['jpeg'], content_type='image/jpeg')
+    finally:
+      state['open'] -= 1
+  application = web.Application()
+  application.router.add_get('/{kind}/{i}', handle)
+  return application
+
+
+def order_of_arrival(stalls=2, fast=12, **fetch_changes):
+  """Stalling URLs first, then fast ones, on one host with 2 slots; returns the
+  URL kinds in the order their records arrived, and the most connections open at once."""
+  from ie_jax.testing import fault_server  # pylint: disable=g-import-not-at-top
+  state = {'open': 0, 'max_open': 0, 'jpeg': fault_server.GOOD['a.jpg'][0]}
+  options = download.DownloadOptions(
+      fetch=dataclasses.replace(FETCH, per_host=2, total_timeout_s=10.0, read_timeout_s=5.0,
+                                slow_min_s=0.3, **fetch_changes),
+      image=LIMITS, decode_processes=0, decode_workers=2, progress=False)
+
+  async def go():
+    async with serve(app(state)) as base:
+      jobs = [download.Job(f'{base}/stall/{i}') for i in range(stalls)]
+      jobs += [download.Job(f'{base}/fast/{i}') for i in range(fast)]
+      got = []
+      await download.Downloader(options).run(jobs, got.append)
+      return got
+  got = asyncio.run(go())
+  assert [r.status for r in got].count('ok') == 1  # one image: the rest are its duplicates
+  return [r.url.rsplit('/', 2)[1] for r in got], state['max_open']
+
+
+def test_stalled_requests_give_their_slots_back():
+  kinds, max_open = order_of_arrival()
+  assert kinds[-2:] == ['stall', 'stall']  # every fast URL went past them
+  assert max_open <= 2 * 4  # per_host x slow_factor
+
+
+def test_open_connections_stay_bounded():
+  _, max_open = order_of_arrival(stalls=12, fast=0)
+  assert max_open == 2 * 4  # slots given back, but never more than per_host x slow_factor
+
+
+def test_without_release_fast_urls_wait_behind_stalls():
+  kinds, _ = order_of_arrival(slow_factor=0)
+  assert kinds[:2] == ['stall', 'stall']
+
+
+def test_strict_host_never_gives_slots_back():
+  kinds, max_open = order_of_arrival(host_limits=(('127.0.0.1', 2),))
+  assert kinds[:2] == ['stall', 'stall']
+  assert max_open <= 2
+
+
+def test_threshold_follows_the_host_median():
+  async def go():
+    slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=0.05, strict=False)
+    assert slots.threshold_s() == 0.05  # too little history: the floor
+    for _ in range(5):
+      async with slots.slot():
+        await asyncio.sleep(0.03)
+    return slots.threshold_s()
+  assert asyncio.run(go()) >= 4 * 0.03
