@@ -22,6 +22,8 @@ This is a miniature: a small ResNet at 32 px, few iterations, a scaled-down voca
   mode: learned | random | labels | labels+relevant | labels+learned.
   iterations: explore iterations.
   compare: run learned, random and labels+learned side by side.
+  seeds: with compare, run each mode with this many seeds (seed, seed+1, ...) and report
+    the mean and spread over them.
   seed: the run's seed (init, data order, augmentation, query draws).
   warmup: epochs of MoCo v3 on a uniform sample of the web before the target fine-tune, a
     stand-in for the paper's ImageNet pre-training (`ie_jax/warmup.py`); off by default:
@@ -37,7 +39,7 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, mode='learned', iterations=8, compare=False, seed=0, warmup=0,
-                         backbone='resnet')
+                         backbone='resnet', seeds=1)
   config = common.get_base_config()
   config.seed = arg.seed
   config.model.depth = 18
@@ -93,6 +95,8 @@ def get_config(arg=None):
   config.evaluate.final_probe = True
   if arg.compare:
     config.evaluate.compare_modes = 'learned,random,labels+learned'
+    if arg.seeds > 1:
+      config.evaluate.compare_seeds = ','.join(str(arg.seed + i) for i in range(arg.seeds))
   config.log_every_steps = 10
   config.checkpoint_every_steps = 50
   return config

@@ -5,7 +5,9 @@
                          ground truth, the exploration precision and relevant policy mass.
   run with `evaluate.compare_modes='learned,random,...'`: one such run per concept mode in
                          WORKDIR/<mode>, sharing one world, and WORKDIR/report/index.html
-                         comparing them side by side.
+                         comparing them side by side; with `evaluate.compare_seeds='0,1,2'`
+                         one per mode and seed in WORKDIR/seed-<s>/<mode>, the report giving
+                         each mode's mean and spread over the seeds.
 
 A finished run launched again does no new work: exploring resumes at its end, and the
 probe reads its cached features.
@@ -14,6 +16,8 @@ import html
 import json
 import logging
 import os
+
+import numpy as np
 
 from ie_jax import explorer, report
 from ie_jax.concepts import cache
@@ -25,6 +29,15 @@ log = logging.getLogger(__name__)
 
 def _modes(config) -> list[str]:
   return [m.strip() for m in config.evaluate.compare_modes.split(',') if m.strip()]
+
+
+def _seeds(config) -> list[int]:
+  text = config.evaluate.get('compare_seeds', '')
+  try:
+    return [int(s) for s in text.split(',') if s.strip()]
+  except ValueError as e:
+    raise ValueError(f"config.evaluate.compare_seeds must be comma-separated integers, "
+                     f"got {text!r}.") from e
 
 
 def run_one(config, workdir: str) -> dict:
@@ -58,18 +71,26 @@ def run(config, workdir: str) -> dict:
   modes = _modes(config)
   if not modes:
     return run_one(config, workdir)
-  summaries = {}
-  for mode in modes:
-    sub = config.copy_and_resolve_references()
-    sub.concepts.mode = mode
-    sub.evaluate.compare_modes = ''
-    # One world for all modes: built once, and the same web for each.
-    sub.world_dir = config.world_dir or os.path.join(workdir, 'world')
-    log.info('Comparison: running mode %r in %s.', mode, os.path.join(workdir, mode))
-    summaries[mode] = run_one(sub, os.path.join(workdir, mode))
-  path = compare_report(workdir, summaries)
+  seeds = _seeds(config)
+  runs = {}  # (mode, seed or None) -> summary
+  for seed in seeds or [None]:
+    for mode in modes:
+      sub = config.copy_and_resolve_references()
+      sub.concepts.mode = mode
+      sub.evaluate.compare_modes = ''
+      sub.evaluate.compare_seeds = ''
+      # One world for all runs: built once, and the same web for each.
+      sub.world_dir = config.world_dir or os.path.join(workdir, 'world')
+      where = os.path.join(workdir, mode)
+      if seed is not None:
+        sub.seed = seed
+        where = os.path.join(workdir, f'seed-{seed}', mode)
+      log.info('Comparison: running mode %r (seed %d) in %s.', mode, sub.seed, where)
+      runs[mode, seed] = run_one(sub, where)
+  by_mode = {mode: s for (mode, _), s in runs.items()}
+  path = seeds_report(workdir, runs) if seeds else compare_report(workdir, by_mode)
   log.info('Comparison report: %s', path)
-  return summaries
+  return runs if seeds else by_mode
 
 
 def _fmt(value) -> str:
@@ -155,3 +176,72 @@ padding:4px;font-size:13px}}</style></head><body>
 
 def _write_summary(path: str, summary: dict) -> None:
   cache.atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+
+
+def mean_precision(summary: dict) -> float:
+  prec = _precision_series(summary['world']) if 'world' in summary else {}
+  return float(np.mean(list(prec.values()))) if prec else float('nan')
+
+
+def seed_table(runs: dict) -> dict:
+  """mode -> {'seeds': {seed: {mean_precision, knn, last_mass}}, 'mean': {...}, 'std': {...}}."""
+  out = {}
+  for (mode, seed), summary in runs.items():
+    mass = _mass_series(summary['world']) if 'world' in summary else {}
+    out.setdefault(mode, {'seeds': {}})['seeds'][seed] = {
+        'mean_precision': mean_precision(summary),
+        'knn': summary.get('probe', {}).get('knn', float('nan')),
+        'last_relevant_mass': _last(mass) if mass else float('nan')}
+  for row in out.values():
+    for stat, fn in (('mean', np.mean), ('std', np.std)):
+      row[stat] = {k: float(fn([v[k] for v in row['seeds'].values()]))
+                   for k in ('mean_precision', 'knn', 'last_relevant_mass')}
+  return out
+
+
+def seeds_report(workdir: str, runs: dict) -> str:
+  """WORKDIR/report/index.html over seeds: each mode's mean precision curve (and each seed's),
+  and a table of every seed with the mean and spread."""
+  table = seed_table(runs)
+  worlds = {}
+  for (mode, seed), summary in runs.items():
+    if 'world' in summary:
+      worlds.setdefault(mode, []).append(_precision_series(summary['world']))
+  out = os.path.join(workdir, 'report')
+  if worlds:
+    curves = {}
+    for mode, series in worlds.items():
+      its = sorted(set().union(*series))
+      curves[f'{mode} (mean of {len(series)})'] = {
+          it: float(np.mean([s[it] for s in series if it in s])) for it in its}
+    any_world = next(s['world'] for s in runs.values() if 'world' in s)
+    report.lines_plot(curves, 'exploration precision, mean over seeds',
+                      'target-relevant share of downloads', os.path.join(out, 'precision.png'),
+                      {'web base rate': any_world['web_relevant_share']})
+  rows = []
+  for mode, row in table.items():
+    for seed, v in sorted(row['seeds'].items()):
+      rows.append(f'<tr><td><a href="../seed-{seed}/{html.escape(mode)}/report/index.html">'
+                  f'{html.escape(mode)}</a></td><td>{seed}</td>'
+                  f'<td>{_fmt(v["mean_precision"])}</td><td>{_fmt(v["last_relevant_mass"])}'
+                  f'</td><td>{_fmt(v["knn"])}</td></tr>')
+    m, sd = row['mean'], row['std']
+    rows.append(f'<tr><th>{html.escape(mode)}</th><th>mean +- sd</th>'
+                + ''.join(f'<th>{m[k]:.3f} +- {sd[k]:.3f}</th>'
+                          for k in ('mean_precision', 'last_relevant_mass', 'knn')) + '</tr>')
+  plots = '<img src="precision.png" alt="precision">' if worlds else ''
+  page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ie-jax seeds</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{border-bottom:1px solid #ddd;
+padding:4px;font-size:13px}}</style></head><body>
+<h1>Exploration modes over seeds: {html.escape(os.path.abspath(workdir))}</h1>{plots}
+<table><tr><th>mode</th><th>seed</th><th>mean precision</th><th>last relevant policy mass</th>
+<th>k-NN accuracy</th></tr>{''.join(rows)}</table></body></html>"""
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, 'index.html')
+  report.write_page(path, page)
+  _write_summary(os.path.join(out, 'summary.json'),
+                 {'by_mode': table,
+                  'runs': [{'mode': m, 'seed': s, **v} for (m, s), v in runs.items()]})
+  log.info('Over seeds: %s', json.dumps({m: {'mean': r['mean'], 'std': r['std']}
+                                         for m, r in table.items()}))
+  return path
