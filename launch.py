@@ -12,12 +12,17 @@ Several processes (hosts, or one per GPU): start the same command in each, with
 JAX_NUM_PROCESSES, JAX_PROCESS_ID variables; under SLURM or Open MPI nothing is needed) and a
 --workdir on a filesystem they all see. See docs/SCALING.md.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import common
-from ie_jax import pretrain, session
+from ie_jax import pretrain, search_phase, session
 from ie_jax.utils import config_check, distributed
+
+# A spent search quota (EX_TEMPFAIL): the run is checkpointed; run the command again later.
+QUOTA_EXIT_CODE = 75
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
@@ -42,7 +47,11 @@ def main(argv):
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          heartbeat_timeout_s=_HEARTBEAT.value)
   run = {'explore': session.run, 'pretrain': pretrain.run}[_MODE.value]
-  run(_CONFIG.value, _WORKDIR.value)
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except search_phase.QuotaStop as e:
+    logging.error('%s', e)
+    sys.exit(QUOTA_EXIT_CODE)
 
 
 if __name__ == '__main__':

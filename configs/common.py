@@ -159,6 +159,12 @@ def get_base_config() -> ml_collections.ConfigDict:
       # its host slot back (ie_jax/web/host_slots.py); 0: never.
       slow_factor=4.0,
       slow_min_s=2.0,
+      # An iteration whose engine quota refused more than this share of its queries stops
+      # the run before any download (ie_jax.search_phase.QuotaStop), or with wait_for_quota
+      # waits for the reset (the API's Retry-After, else quota_wait_s) and asks again.
+      max_quota_loss=0.1,
+      wait_for_quota=False,
+      quota_wait_s=900.0,
       timeout_s=30.0,
       min_side=64,
       max_side=256,                # stored short side; >= the 224 training crops

@@ -328,9 +328,17 @@ class Explorer:
   # The loop.
 
   def run(self) -> None:
-    """Runs to `config.explore.iterations`; a full disk stops it with resume advice."""
+    """Runs to `config.explore.iterations`; a full disk or a spent engine quota stops it
+    with resume advice."""
     try:
       self._run()
+    except search_phase.QuotaStop:
+      # Checkpointed inside the search phase: a resumed run searches this iteration again,
+      # with the queries that did get answers served from the saved query cache.
+      self.save()
+      self.writer.close()
+      self.ckpt.close()
+      raise
     except (OSError, RuntimeError, ValueError) as e:
       if not disk.is_disk_full(e):
         raise

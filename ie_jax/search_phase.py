@@ -14,8 +14,10 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import time
 
 from ie_jax.utils import failpoints
+from ie_jax.web import api
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import download, engines, fetch, validate
 from ie_jax.web import store as store_lib
@@ -38,20 +40,69 @@ def download_options(web_config, extra_file_roots=()) -> download.DownloadOption
       decode_processes=web_config.decode_processes, progress=True)
 
 
-async def _search_all(engine, queries: list[str], n: int, concurrency: int) -> dict:
-  """query -> results; failures are logged and give no results (the query scores nothing)."""
+class QuotaStop(RuntimeError):
+  """The engine's quota ran out for too many of an iteration's queries: the run stops
+  before downloading or training on a partial iteration. The message says when the quota
+  resets and what to do."""
+
+  def __init__(self, engine: str, lost: int, total: int, reset_in_s: float | None,
+               web_config):
+    at = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(time.time() + (reset_in_s or 0)))
+    when = (f'in about {reset_in_s / 60:.0f} min ({at})' if reset_in_s
+            else 'at a time the API did not say')
+    super().__init__(
+        f'The {engine} engine refused {lost} of {total} queries for quota or rate limits '
+        f'(more than config.web.max_quota_loss={web_config.max_quota_loss:g}); its quota '
+        f'resets {when}. Nothing of this iteration was downloaded or trained on. Run the '
+        'same command again after the reset to resume here, set '
+        '--config.web.wait_for_quota=True to wait for it instead, or raise the quota (a '
+        "registered key: see the README's engine notes).")
+    self.lost, self.total, self.reset_in_s = lost, total, reset_in_s
+
+
+async def _search_all(engine, queries: list[str], n: int, concurrency: int):
+  """(query -> results, query -> quota reset in s or None for those the quota refused);
+  other failures are logged and give no results (the query scores nothing)."""
   gate = asyncio.Semaphore(concurrency)
-  out = {}
+  out, refused = {}, {}
 
   async def one(query):
     async with gate:
       try:
         out[query] = await engine.search(query, n)
+      except api.QuotaExhausted as e:
+        log.warning('Search for %r refused: %s', query, e)
+        out[query], refused[query] = [], e.reset_in_s
       except engines.EngineError as e:
         log.warning('Search for %r failed: %s', query, e)
         out[query] = []
   await asyncio.gather(*(one(q) for q in dict.fromkeys(queries)))
-  return out
+  return out, refused
+
+
+def _over_quota(refused: dict, total: int, web_config) -> bool:
+  return bool(refused) and len(refused) > web_config.max_quota_loss * max(total, 1)
+
+
+def _reset_in(refused: dict, web_config) -> float:
+  known = [r for r in refused.values() if r]
+  return max(known) if known else web_config.quota_wait_s
+
+
+def _search_quota_aware(engine, queries: list[str], n: int, web_config):
+  """`_search_all`, and with `web_config.wait_for_quota`, waiting out quota refusals (the
+  longest Retry-After, else `quota_wait_s`) and asking the refused queries again."""
+  results, refused = asyncio.run(_search_all(engine, queries, n, web_config.search_concurrency))
+  total = len(dict.fromkeys(queries))
+  while web_config.wait_for_quota and _over_quota(refused, total, web_config):
+    wait = _reset_in(refused, web_config)
+    log.warning('The %s quota refused %d of %d queries: waiting %.0f s for the reset '
+                '(config.web.wait_for_quota).', engine.name, len(refused), total, wait)
+    time.sleep(wait)
+    again, refused = asyncio.run(_search_all(engine, list(refused), n,
+                                             web_config.search_concurrency))
+    results.update(again)
+  return results, refused
 
 
 def _cache_row(url_cache, row: dict) -> None:
@@ -95,8 +146,12 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   Returns:
     Counts per download status, plus 'queries_without_results'.
   """
-  results = asyncio.run(_search_all(engine, [q for _, q in queries], images_per_query,
-                                    web_config.search_concurrency))
+  results, refused = _search_quota_aware(engine, [q for _, q in queries], images_per_query,
+                                         web_config)
+  total = len(dict.fromkeys(q for _, q in queries))
+  if _over_quota(refused, total, web_config):
+    raise QuotaStop(engine.name, len(refused), total, _reset_in(refused, web_config) if any(
+        refused.values()) else None, web_config)
   done = _committed(store, iteration, dedup, url_cache)
   jobs = _jobs(queries, results, done)
   if jobs or done:
@@ -184,10 +239,18 @@ def _gather_results(engine, queries: list, images_per_query: int, web_config, in
                     count: int, gather) -> dict:
   """Every query's results on every process; each process searches 1/count of them."""
   unique = list(dict.fromkeys(q for _, q in queries))
-  mine = asyncio.run(_search_all(engine, unique[index::count], images_per_query,
-                                 web_config.search_concurrency))
-  results = {}
-  for part in gather({q: [dataclasses.astuple(r) for r in rs] for q, rs in mine.items()}):
+  mine, refused = _search_quota_aware(engine, unique[index::count], images_per_query,
+                                      web_config)
+  results, all_refused = {}, {}
+  parts = gather({'results': {q: [dataclasses.astuple(r) for r in rs] for q, rs in mine.items()},
+                  'refused': refused})
+  for part in parts:  # every process decides on the same numbers
+    all_refused.update(part['refused'])
+  if _over_quota(all_refused, len(unique), web_config):
+    raise QuotaStop(engine.name, len(all_refused), len(unique),
+                    _reset_in(all_refused, web_config) if any(all_refused.values()) else None,
+                    web_config)
+  for part in (p['results'] for p in parts):
     for query, rows in part.items():
       results[query] = [engines.Result(*row) for row in rows]
       cache = getattr(engine, 'cache', None)

@@ -35,6 +35,16 @@ class EngineError(RuntimeError):
   """A search failed: HTTP error, exhausted retries, malformed JSON, or an API error."""
 
 
+class QuotaExhausted(EngineError):
+  """The API refuses for now (its quota or rate limit is spent): a Retry-After longer than
+  the client waits, or 429 on every attempt. `reset_in_s` is the server's Retry-After, if
+  it gave one."""
+
+  def __init__(self, message: str, reset_in_s: float | None = None):
+    super().__init__(message)
+    self.reset_in_s = reset_in_s
+
+
 class MissingKeyError(EngineError):
   """A backend's key is not in the environment."""
 
@@ -96,12 +106,14 @@ class JsonClient:
   async def request(self, session: aiohttp.ClientSession, method: str, url: str, *,
                     params: dict | None = None, json_body: Any = None) -> Any:
     """The decoded JSON body of a 2xx response. Raises `EngineError`."""
+    refusals = 0  # 429s: "too many requests" on every attempt means the quota is spent
     for attempt in range(self.options.retries + 1):
       await self._pace()
       retry_after, why = None, ''
       try:
         async with session.request(method, url, params=params, json=json_body) as response:
           body = await response.read()
+          refusals += response.status == 429
           if response.status in _RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get('Retry-After'))
             why = f'HTTP {response.status}'
@@ -118,7 +130,12 @@ class JsonClient:
         # The exception text may hold the request URL, and with it a key: log the type only.
         why = f'{type(e).__name__}: {self.redact(str(e))}'
       wait = self._backoff(attempt, retry_after)
-      if attempt == self.options.retries or wait is None:
+      if wait is None or (attempt == self.options.retries and refusals == attempt + 1):
+        raise QuotaExhausted(
+            self.redact(f'{self.engine}: {why} on {refusals} of {attempt + 1} attempts'
+                        + (f', Retry-After {retry_after:.0f} s' if retry_after else '')),
+            retry_after)
+      if attempt == self.options.retries:
         raise self.error(f'giving up after {attempt + 1} attempts ({why})')
       log.warning('%s: %s; retrying in %.1f s.', self.engine, why, wait)
       await asyncio.sleep(wait)
