@@ -177,7 +177,7 @@ def run_ours_worker(url_file: str) -> None:
       fetch=fetch.FetchOptions(
           concurrency=_CONCURRENCY.value, per_host=_CONCURRENCY.value,  # one host here
           allow_networks=('127.0.0.1/32',)),
-      image=validate.ImageLimits(max_side=_IMAGE_SIZE.value, jpeg_quality=_QUALITY.value),
+      image=validate.ImageLimits(short_side=_IMAGE_SIZE.value, jpeg_quality=_QUALITY.value),
       progress=False, **workers)
   index = {job.url: i for i, job in enumerate(jobs)}
 

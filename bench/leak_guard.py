@@ -98,7 +98,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   world = world_format.open_world(args.world, need_ground_truth=True)
   truth = world_format.load_ground_truth(world)
-  limits = validate.ImageLimits(min_side=args.min_side, max_side=args.max_side)
+  limits = validate.ImageLimits(min_side=args.min_side, short_side=args.max_side)
   tests = [on_white(Image.open(p)) for p in sorted(glob.glob(
       os.path.join(world.target, 'test', '*', '*')))]
   files = sorted(truth['images'])

@@ -52,7 +52,7 @@ def run(urls: list[str], name: str, **changes) -> dict:
   options = download.DownloadOptions(
       fetch=dataclasses.replace(fetch.FetchOptions(allow_networks=('127.0.0.1/32',)),
                                 **changes),
-      image=validate.ImageLimits(min_side=32, max_side=64), decode_processes=0,
+      image=validate.ImageLimits(min_side=32, short_side=64), decode_processes=0,
       progress=False)
   ok = []
   start = time.perf_counter()

@@ -222,7 +222,7 @@ class Caches:
     except target_lib.TargetError as e:
       log.warning('No target test split to guard against leaks: %s', e)
       return dedup
-    limits = validate.ImageLimits(min_side=1, max_side=config.web.max_side)
+    limits = validate.ImageLimits(min_side=1, short_side=config.web.max_side)
     for i in range(len(test)):
       image = test[i]
       if isinstance(image, np.ndarray):

@@ -36,7 +36,7 @@ def download_options(web_config, extra_file_roots=()) -> download.DownloadOption
           allow_networks=tuple(n for n in web_config.allow_networks.split(',') if n),
           file_roots=tuple(r for r in web_config.file_roots.split(',') if r)
           + tuple(extra_file_roots)),
-      image=validate.ImageLimits(min_side=web_config.min_side, max_side=web_config.max_side),
+      image=validate.ImageLimits(min_side=web_config.min_side, short_side=web_config.max_side),
       decode_processes=web_config.decode_processes, progress=True)
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ie_jax.web import records, validate
 
-LIMITS = validate.ImageLimits(min_side=16, max_side=64, max_pixels=1_000_000)
+LIMITS = validate.ImageLimits(min_side=16, short_side=64, max_pixels=1_000_000)
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -94,7 +94,7 @@ def check(data: bytes) -> None:
   image = Image.open(io.BytesIO(out.jpeg))
   assert image.format == 'JPEG' and image.mode == 'RGB'
   assert image.size == (out.width, out.height)
-  assert LIMITS.min_side <= min(image.size) <= LIMITS.max_side
+  assert LIMITS.min_side <= min(image.size) <= LIMITS.short_side
   assert hashlib.sha256(out.jpeg).hexdigest() == out.sha256 and 0 <= out.phash < 2**64
 
 
@@ -136,5 +136,5 @@ def test_images_too_elongated_for_jpeg_are_rejected(size):
   # Under the pixel limit and above the minimum side, yet no JPEG can hold them.
   data = _encode(Image.new('L', size, 128), 'PNG')
   with pytest.raises(records.Rejected) as e:
-    validate.process(data, validate.ImageLimits(min_side=16, max_side=64))
+    validate.process(data, validate.ImageLimits(min_side=16, short_side=64))
   assert e.value.reason == 'bad_aspect'

@@ -8,7 +8,7 @@ from PIL import Image, ImageEnhance
 from ie_jax.testing.fault_server import TEST_IMAGE, picture
 from ie_jax.web import dedup, phash, validate
 
-LIMITS = validate.ImageLimits(min_side=32, max_side=128)
+LIMITS = validate.ImageLimits(min_side=32, short_side=128)
 
 
 def png(image: Image.Image, fmt='PNG', **kwargs) -> bytes:

@@ -72,7 +72,7 @@ def test_every_job_gets_one_record_with_the_right_status():
   for r in kept:
     image = Image.open(io.BytesIO(r.jpeg))
     assert image.format == 'JPEG' and image.mode == 'RGB'
-    assert image.size == (r.width, r.height) and min(image.size) == LIMITS.max_side
+    assert image.size == (r.width, r.height) and min(image.size) == LIMITS.short_side
   # Retries: the 500 was tried 1 + retries times, the 404 once, the 429 then success. aiohttp
   # itself resends once when a reused keep-alive connection dies, hence up to 6 resets.
   assert server.hits['500'] == 3 and 3 <= server.hits['reset'] <= 6

@@ -32,26 +32,26 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 @pytest.mark.parametrize('size', [(700, 500), (1343, 1400), (1344, 1500), (2689, 2700),
                                   (3000, 5379)])
 def test_draft_decode_never_goes_below_the_margin_nor_the_stored_size(size):
-  limits = validate.ImageLimits(max_side=224)
+  limits = validate.ImageLimits(short_side=224)
   data = photo_jpeg(size)
   with Image.open(io.BytesIO(data)) as image:
-    decoded = validate._decode_rgb(image, limits.max_side)
-  margin = validate._DRAFT_MARGIN * limits.max_side
+    decoded = validate._decode_rgb(image, limits.short_side)
+  margin = validate._DRAFT_MARGIN * limits.short_side
   assert min(decoded.size) >= min(min(size), margin)
   assert (decoded.size == size) == (min(size) < 2 * margin)  # drafted when it can be
   processed = validate.process(data, limits)
-  assert min(processed.width, processed.height) == limits.max_side
+  assert min(processed.width, processed.height) == limits.short_side
 
 
 @pytest.mark.parametrize('size', [(2000, 1400), (4000, 2800)])  # drafted to 1/2 and 1/4
 def test_drafted_output_is_as_close_to_lanczos_as_a_full_decode(size):
-  limits = validate.ImageLimits(max_side=224)
+  limits = validate.ImageLimits(short_side=224)
   data = photo_jpeg(size)
   output = Image.open(io.BytesIO(validate.process(data, limits).jpeg)).convert('RGB')
   full = Image.open(io.BytesIO(data)).convert('RGB')
   reference = full.resize(output.size, Image.Resampling.LANCZOS)
   undrafted = io.BytesIO()
-  validate._shrink(full, limits.max_side).save(undrafted, 'JPEG', quality=limits.jpeg_quality)
+  validate._shrink(full, limits.short_side).save(undrafted, 'JPEG', quality=limits.jpeg_quality)
   # Measured: the same to 0.1 dB (~30 dB: a JPEG re-encode of this dense photo at quality
   # 90 is itself only ~31 dB from the reference).
   assert psnr(output, reference) > psnr(Image.open(undrafted), reference) - 0.5
@@ -65,13 +65,13 @@ def test_exif_orientation_is_applied_to_drafted_images():
   buffer = io.BytesIO()
   image.save(buffer, 'JPEG', exif=exif.tobytes())
   processed = validate.process(buffer.getvalue(), LIMITS)
-  assert (processed.width, processed.height) == (LIMITS.max_side, round(2000 * LIMITS.max_side
+  assert (processed.width, processed.height) == (LIMITS.short_side, round(2000 * LIMITS.short_side
                                                                        / 1400))
 
 
 def test_a_header_over_the_pixel_limit_is_refused_before_decoding():
   data = photo_jpeg((1000, 800))
-  limits = validate.ImageLimits(max_side=LIMITS.max_side, max_pixels=1000 * 800 - 1)
+  limits = validate.ImageLimits(short_side=LIMITS.short_side, max_pixels=1000 * 800 - 1)
   with pytest.raises(Rejected) as failure:
     validate.process(data, limits)
   assert failure.value.reason == 'decompression_bomb'

@@ -32,7 +32,7 @@ CAPTIONS = [
     'a jellyfish in the ocean', 'a snowy owl', 'a city skyline at night', 'a bowl of ramen',
     'a dog catching a frisbee', 'a stack of plates', 'a stack of plates']
 FORMATS = ('JPEG', 'PNG', 'WEBP')
-LIMITS = validate.ImageLimits(min_side=32, max_side=64)
+LIMITS = validate.ImageLimits(min_side=32, short_side=64)
 
 
 def picture(seed: int) -> Image.Image:

@@ -8,7 +8,7 @@ from PIL import Image
 from ie_jax.web import phash, validate
 from ie_jax.web.records import Rejected
 
-LIMITS = validate.ImageLimits(min_side=16, max_side=64, max_pixels=1_000_000)
+LIMITS = validate.ImageLimits(min_side=16, short_side=64, max_pixels=1_000_000)
 
 
 def encode(image, fmt, **kwargs):
@@ -32,7 +32,7 @@ def test_short_side_is_resized_and_reencoded_as_rgb_jpeg():
   assert (out.width, out.height) == (128, 64)
   image = decoded(out)
   assert image.format == 'JPEG' and image.mode == 'RGB' and image.size == (128, 64)
-  # Smaller than max_side: kept at its size.
+  # Smaller than short_side: kept at its size.
   assert validate.process(encode(picture(0, (40, 30)), 'PNG'), LIMITS).width == 40
 
 

@@ -26,7 +26,7 @@ from ie_jax.web import fetch, validate
 
 # The limits under which EXPECTED_FAULTS hold: 48 px is too small, 6 Mpx a bomb, 2 MB over
 # the cap, a 5 s stall past the read timeout.
-LIMITS = validate.ImageLimits(min_side=64, max_side=128, max_pixels=4_000_000)
+LIMITS = validate.ImageLimits(min_side=64, short_side=128, max_pixels=4_000_000)
 FETCH = fetch.FetchOptions(
     concurrency=16, per_host=8, connect_timeout_s=1.0, read_timeout_s=0.3,
     total_timeout_s=3.0, max_bytes=1_000_000, max_redirects=3, retries=2, backoff_s=0.01,

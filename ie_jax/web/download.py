@@ -4,7 +4,7 @@ On its own, from a URL list to files: `python -m ie_jax.web.download URLS OUT`
 (`download_tool.py`).
 
   records = []
-  options = download.DownloadOptions(image=validate.ImageLimits(max_side=256))
+  options = download.DownloadOptions(image=validate.ImageLimits(short_side=256))
   counts = download.download(jobs, sink=records.append, options=options)
 
 Each job goes: URL cache -> fetch (HTTP(S) or file://, see `fetch.py`) -> decode, check and

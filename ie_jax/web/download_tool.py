@@ -178,7 +178,7 @@ def main(argv=None) -> int:
       fetch=fetch.FetchOptions(concurrency=args.concurrency, per_host=args.per_host,
                                allow_networks=tuple(args.allow_network),
                                file_roots=tuple(args.file_root)),
-      image=validate.ImageLimits(min_side=args.min_side, max_side=args.short_side),
+      image=validate.ImageLimits(min_side=args.min_side, short_side=args.short_side),
       decode_processes=args.decode_processes)
   print(f'{len(urls)} URLs in {args.urls} ({unusable} rows without one); '
         f'{len(urls) - len(jobs)} already done or repeated; fetching {len(jobs)}.')

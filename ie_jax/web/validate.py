@@ -42,14 +42,14 @@ class ImageLimits:
 
   Attributes:
     min_side: the short side of the decoded image must be at least this.
-    max_side: the short side is resized down to at most this.
+    short_side: the short side is resized down to at most this (the long side follows).
     max_pixels: width*height declared in the header above this is a decompression bomb.
       Checked per call here rather than through `Image.MAX_IMAGE_PIXELS`, a process-wide
       global that other code (and other threads) may rely on.
     jpeg_quality: of the re-encoded JPEG.
   """
   min_side: int = 64
-  max_side: int = 256
+  short_side: int = 256
   max_pixels: int = 40_000_000
   jpeg_quality: int = 90
 
@@ -99,16 +99,16 @@ def process(data: bytes, limits: ImageLimits) -> Processed:
     if min(width, height) < limits.min_side:
       raise Rejected('too_small', f'{width}x{height}, min side {limits.min_side}')
     # A 70,000 x 64 strip passes both checks above, then fails in the JPEG encoder.
-    if max(width, height) * min(1.0, limits.max_side / min(width, height)) > _JPEG_MAX_SIDE:
+    if max(width, height) * min(1.0, limits.short_side / min(width, height)) > _JPEG_MAX_SIDE:
       raise Rejected('bad_aspect', f'{width}x{height} stays over {_JPEG_MAX_SIDE} px long '
-                     f'once its short side is {limits.max_side}')
+                     f'once its short side is {limits.short_side}')
     orientation = _orientation(image)
     try:
-      rgb = _decode_rgb(image, limits.max_side)
+      rgb = _decode_rgb(image, limits.short_side)
     except Exception as e:  # corrupt data surfaces only when pixels are decoded
       reason = 'truncated' if _looks_truncated(e) else 'decode_error'
       raise Rejected(reason, f'{type(e).__name__}: {e}') from e
-  rgb = _shrink(rgb, limits.max_side)
+  rgb = _shrink(rgb, limits.short_side)
   if orientation is not None:  # after the resize, on 20x fewer pixels: the same image
     rgb = rgb.transpose(orientation)
   buffer = io.BytesIO()
@@ -127,11 +127,11 @@ def _orientation(image: Image.Image) -> Image.Transpose | None:
     return None
 
 
-def _decode_rgb(image: Image.Image, max_side: int) -> Image.Image:
+def _decode_rgb(image: Image.Image, short_side: int) -> Image.Image:
   if image.format == 'JPEG':
     # Most of the decode time of a large photo goes on pixels that the resize averages
     # away; Pillow's draft picks the smallest DCT scale that is still >= the size asked.
-    scale = _DRAFT_MARGIN * max_side / min(image.size)
+    scale = _DRAFT_MARGIN * short_side / min(image.size)
     if scale < 1:
       image.draft('RGB', (round(image.width * scale), round(image.height * scale)))
   image.seek(0)  # animated GIF/PNG/WebP: the first frame
@@ -158,12 +158,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
   return image.convert('RGB')
 
 
-def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+def _shrink(image: Image.Image, short_side: int) -> Image.Image:
   short = min(image.size)
-  if short <= max_side:
+  if short <= short_side:
     return image
-  size = (max(1, round(image.width * max_side / short)),
-          max(1, round(image.height * max_side / short)))
+  size = (max(1, round(image.width * short_side / short)),
+          max(1, round(image.height * short_side / short)))
   # Pillow scales every filter's kernel with the reduction, so all of them antialias. On the
   # bench's photos, against a full decode + LANCZOS (bench/download.py, 100 images):
   # HAMMING 31.40 dB at 13.2 ms of CPU per image, img2dataset's OpenCV INTER_AREA 31.47 dB

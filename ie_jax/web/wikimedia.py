@@ -2,7 +2,7 @@
 
 A search generator over the File: namespace (6) with `prop=imageinfo`, paged through
 `continue`/`gsroffset`. `iiurlwidth` asks the servers for a scaled thumbnail, so we do not
-fetch multi-megapixel originals only to shrink them to `max_side`. Requests go in series,
+fetch multi-megapixel originals only to shrink them to `short_side`. Requests go in series,
 with `maxlag`, as the API etiquette asks.
 """
 from ie_jax.web import api
