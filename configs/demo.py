@@ -93,6 +93,9 @@ def get_config(arg=None):
   config.explore.knn_eval_examples = 0
 
   config.evaluate.final_probe = True
+  if arg.seeds > 1 and not arg.compare:
+    raise ValueError('seeds=N runs a comparison over N seeds: add compare '
+                     '(configs/demo.py:compare,seeds=3).')
   if arg.compare:
     config.evaluate.compare_modes = 'learned,random,labels+learned'
     if arg.seeds > 1:

@@ -63,3 +63,12 @@ def test_bad_seeds_say_so(tmp_path):
   config.evaluate.compare_seeds = '0,x'
   with pytest.raises(ValueError, match='comma-separated integers'):
     session.run(config, str(tmp_path))
+
+
+def test_demo_config_seeds_argument():
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config('compare,seeds=3,seed=4')
+  assert config.evaluate.compare_seeds == '4,5,6'
+  assert demo.get_config('compare').evaluate.compare_seeds == ''
+  with pytest.raises(ValueError, match='add compare'):
+    demo.get_config('seeds=3')
