@@ -13,7 +13,7 @@ from aiohttp import web
 from PIL import Image
 
 from ie_jax.testing.fault_server import serve_in_thread
-from ie_jax.web import download_tool
+from ie_jax.web import corpus, download_tool
 
 
 def png(seed: int) -> bytes:
@@ -114,7 +114,7 @@ def test_table_formats(site, tmp_path, capsys, kind):
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     pq.write_table(pa.table({'link': urls}), path)
   found, unusable = download_tool.read_urls(str(path), 'link')
-  assert found == urls[:2] and unusable == (2 if kind == 'jsonl' else 1)
+  assert [r.url for r in found] == urls[:2] and unusable == (2 if kind == 'jsonl' else 1)
   code = download_tool.main([str(path), str(tmp_path / 'out'), '--url_column', 'link',
                              '--allow_network', '127.0.0.1/32', '--min_side', '32',
                              '--decode_processes', '0'])
@@ -146,3 +146,23 @@ def test_runs_as_a_module(tmp_path):
                         capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 0, done.stderr
   assert 'invalid_url' in done.stdout
+
+
+def test_captions_and_keys_make_an_indexable_corpus(site, tmp_path, capsys):
+  base, _, _ = site
+  listing = tmp_path / 'urls.csv'
+  listing.write_text('id,url,caption\n'
+                     f'a1,{base}/img1,a red fox\n'
+                     f'a2,{base}/missing,gone\n'
+                     f'a3,{base}/img2,"two words, one comma"\n'
+                     f'a4,{base}/img1,the same URL again\n')
+  assert download_tool.main([str(listing), str(tmp_path / 'out'), '--key_column', 'id',
+                             '--allow_network', '127.0.0.1/32', '--min_side', '32',
+                             '--decode_processes', '0']) == 0
+  rows = download_tool.read_results(str(tmp_path / 'out'))
+  assert {u: (r['row'], r['key'], r['status']) for u, r in rows.items()} == {
+      f'{base}/img1': (0, 'a1', 'ok'), f'{base}/missing': (1, 'a2', 'http_404'),
+      f'{base}/img2': (2, 'a3', 'ok')}
+  scan = corpus.scan(str(tmp_path / 'out'), progress=False)  # what the offline engine indexes
+  assert sorted(e.caption for e in scan.entries) == ['a red fox', 'two words, one comma']
+  assert all((tmp_path / 'out' / e.file).is_file() for e in scan.entries)

@@ -4,13 +4,17 @@ r"""The downloader on its own: a list of image URLs in, checked images and a res
       [--per_host 8] [--concurrency 64] [--allow_network 192.168.0.0/16] [--file_root DIR]
 
 URLS is a .txt (one URL per line, '#' comments), .csv or .tsv (a header with `url`, or
---url_column), .jsonl (objects with a `url` field) or .parquet (needs pyarrow) file. Every
+--url_column), .jsonl (objects with a `url` field) or .parquet (needs pyarrow) file, with
+optional caption and key columns (--caption_column, --key_column). Every
 URL goes through the same guards as a run's downloads: SSRF checks on every redirect hop,
 byte and pixel caps, decoding in a sandboxed worker, exact and near-duplicate removal.
 
 OUT gets `images/ab/<sha256>.jpg` for every kept image (re-encoded JPEG, short side at
-most --short_side), and `results.jsonl`, one line per URL attempted (url, status, sha256,
-phash, width, height, detail; the statuses are `ie_jax.web.records.REASONS`). A stopped run
+most --short_side); `results.jsonl`, one line per URL attempted (its input row and key, url,
+status, sha256, phash, width, height, detail; the statuses are
+`ie_jax.web.records.REASONS`); and `captions.jsonl` (file, caption) for the kept images, so
+that OUT is a corpus the offline engine indexes (`python -m ie_jax.web.local index OUT`).
+A stopped run
 resumes with the same command: URLs with a final status are not fetched again (transient
 failures, such as timeouts or a 503, are retried), and images kept before still count for
 duplicate removal. Loopback and LAN addresses are refused unless --allow_network names
@@ -19,6 +23,7 @@ them (a mirror on 127.0.0.1 needs `--allow_network 127.0.0.1/32`).
 import argparse
 import collections
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -31,59 +36,72 @@ from ie_jax.web.records import OK, Job, Record, is_transient
 log = logging.getLogger(__name__)
 
 RESULTS = 'results.jsonl'
+CAPTIONS = 'captions.jsonl'
 
 
 class InputError(ValueError):
   """The URL list cannot be read; the message says what was expected."""
 
 
-def read_urls(path: str, url_column: str = 'url') -> tuple[list[str], int]:
-  """(URLs in file order, rows without a usable URL field). Bad URLs are kept: the
-  downloader records each as `invalid_url`, so every row is accounted for."""
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One input row with a URL: its 0-based position among the rows, key and caption."""
+  row: int
+  url: str
+  key: str = ''
+  caption: str = ''
+
+
+def _row(i: int, fields: dict, url_column: str, caption_column: str, key_column: str):
+  value = fields.get(url_column)
+  if not isinstance(value, str) or not value.strip():
+    return None
+  text = lambda column: '' if fields.get(column) is None else str(fields[column])
+  return Row(i, value.strip(), text(key_column) if key_column else str(i),
+             text(caption_column) if caption_column else '')
+
+
+def read_urls(path: str, url_column: str = 'url', caption_column: str = 'caption',
+              key_column: str = '') -> tuple[list[Row], int]:
+  """(rows with a URL, in file order; rows without a usable URL field). Bad URLs are
+  kept: the downloader records each as `invalid_url`, so every row is accounted for. The
+  key is `key_column`'s value, else the row's position."""
   ext = os.path.splitext(path)[1].lower()
-  urls, skipped = [], 0
+  records = []  # dicts of fields, one per input row
   if ext == '.txt':
     with open(path, encoding='utf-8', errors='replace') as f:
-      urls = [line.strip() for line in f if line.strip() and not line.lstrip().startswith('#')]
+      records = [{url_column: line.strip()} for line in f
+                 if line.strip() and not line.lstrip().startswith('#')]
   elif ext in ('.csv', '.tsv'):
     with open(path, encoding='utf-8', errors='replace', newline='') as f:
       reader = csv.DictReader(f, delimiter='\t' if ext == '.tsv' else ',')
       if url_column not in (reader.fieldnames or []):
         raise InputError(f'{path}: no {url_column!r} column in the header '
                          f'{reader.fieldnames}; pass --url_column.')
-      for row in reader:
-        value = (row.get(url_column) or '').strip()
-        if value:
-          urls.append(value)
-        else:
-          skipped += 1
+      records = list(reader)
   elif ext == '.jsonl':
     with open(path, encoding='utf-8', errors='replace') as f:
       for line in f:
-        if not line.strip():
-          continue
-        try:
-          value = json.loads(line).get(url_column)
-        except (ValueError, AttributeError):
-          value = None
-        if isinstance(value, str) and value.strip():
-          urls.append(value.strip())
-        else:
-          skipped += 1
+        if line.strip():
+          try:
+            value = json.loads(line)
+          except ValueError:
+            value = None
+          records.append(value if isinstance(value, dict) else {})
   elif ext == '.parquet':
     try:
       import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise InputError(f'{path}: reading Parquet needs pyarrow (pip install pyarrow).') from e
-    table = pq.read_table(path, columns=[url_column])
-    for value in table.column(url_column).to_pylist():
-      if isinstance(value, str) and value.strip():
-        urls.append(value.strip())
-      else:
-        skipped += 1
+    names = pq.read_schema(path).names
+    columns = [c for c in (url_column, caption_column, key_column) if c and c in names]
+    if url_column not in names:
+      raise InputError(f'{path}: no {url_column!r} column in {names}; pass --url_column.')
+    records = pq.read_table(path, columns=columns).to_pylist()
   else:
     raise InputError(f'{path}: expected a .txt, .csv, .tsv, .jsonl or .parquet URL list.')
-  return urls, skipped
+  rows = [_row(i, r, url_column, caption_column, key_column) for i, r in enumerate(records)]
+  return [r for r in rows if r is not None], sum(r is None for r in rows)
 
 
 def read_results(out: str) -> dict[str, dict]:
@@ -106,26 +124,36 @@ def image_path(out: str, sha256: str) -> str:
 
 
 class FileSink:
-  """Writes each kept image (atomically) and then its result line."""
+  """Writes each kept image (atomically), then its caption line, then its result line."""
 
-  def __init__(self, out: str):
+  def __init__(self, out: str, rows: dict[str, Row]):
     self.out = out
+    self._rows = rows  # url -> its (first) input row
     self._results = open(os.path.join(out, RESULTS), 'a', encoding='utf-8')
+    self._captions = open(os.path.join(out, CAPTIONS), 'a', encoding='utf-8')
     self.counts = collections.Counter()
 
   def __call__(self, record: Record) -> None:
+    row = self._rows[record.url]
     if record.status == OK:
       path = image_path(self.out, record.sha256)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path + '.tmp', 'wb') as f:
         f.write(record.jpeg)
       os.replace(path + '.tmp', path)
-    self._results.write(json.dumps(record.manifest_row()) + '\n')
+      self._captions.write(json.dumps({'file': os.path.relpath(path, self.out),
+                                       'caption': row.caption}) + '\n')
+      self._captions.flush()
+    result = {'row': row.row, 'key': row.key, **record.manifest_row()}
+    for unused in ('query', 'concept'):
+      result.pop(unused)
+    self._results.write(json.dumps(result) + '\n')
     self._results.flush()
     self.counts[record.status] += 1
 
   def close(self) -> None:
     self._results.close()
+    self._captions.close()
 
 
 def print_table(counts: collections.Counter, already: int, file=None) -> None:
@@ -144,6 +172,10 @@ def main(argv=None) -> int:
   parser.add_argument('urls', help='the URL list (.txt, .csv, .tsv, .jsonl, .parquet)')
   parser.add_argument('out', help='the output directory (created; resumable)')
   parser.add_argument('--url_column', default='url')
+  parser.add_argument('--caption_column', default='caption',
+                      help='captions for captions.jsonl (absent: empty captions)')
+  parser.add_argument('--key_column', default='', help='a key copied into results.jsonl '
+                      '(default: the row number)')
   parser.add_argument('--min_side', type=int, default=64, help='drop smaller images')
   parser.add_argument('--short_side', type=int, default=256,
                       help='resize the short side down to at most this')
@@ -158,7 +190,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   try:
-    urls, unusable = read_urls(args.urls, args.url_column)
+    rows, unusable = read_urls(args.urls, args.url_column, args.caption_column,
+                               args.key_column)
   except (OSError, InputError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -169,11 +202,13 @@ def main(argv=None) -> int:
   for row in done.values():
     if row.get('status') == OK and row.get('sha256'):
       dedup.add(row['sha256'], int(row.get('phash') or '0', 16))
-  seen, jobs = set(), []
-  for url in urls:
-    if url not in finished and url not in seen:
-      seen.add(url)
-      jobs.append(Job(url))
+  first, jobs = {}, []
+  for row in rows:
+    if row.url not in first:
+      first[row.url] = row
+      if row.url not in finished:
+        jobs.append(Job(row.url))
+  urls = [row.url for row in rows]
   options = download.DownloadOptions(
       fetch=fetch.FetchOptions(concurrency=args.concurrency, per_host=args.per_host,
                                allow_networks=tuple(args.allow_network),
@@ -182,7 +217,7 @@ def main(argv=None) -> int:
       decode_processes=args.decode_processes)
   print(f'{len(urls)} URLs in {args.urls} ({unusable} rows without one); '
         f'{len(urls) - len(jobs)} already done or repeated; fetching {len(jobs)}.')
-  sink = FileSink(args.out)
+  sink = FileSink(args.out, first)
   try:
     download.download(jobs, sink, options, dedup=dedup)
   finally:
