@@ -265,9 +265,18 @@ def finetune(config, train_state, step_fn, mesh, source, rng):
     for views in tqdm(data, desc=f'fine-tune epoch {epoch}'):
       train_state, metrics = step_fn(train_state, sharding.put_batch(views, mesh), rng)
       epoch_losses.append(metrics['loss'])
-    loss = float(np.mean(jax.device_get(epoch_losses))) if epoch_losses else np.inf
+    if not epoch_losses:  # fewer images than one batch: nothing to train on
+      break
+    loss = float(np.mean(jax.device_get(epoch_losses)))
     losses.append(loss)
     log.info('Fine-tune epoch %d: SSL loss %.4f', epoch, loss)
+    if not np.isfinite(loss):
+      # As the other training loops do (train.check_finite): a diverged fine-tune must not
+      # surface as the "fewer images than one batch" below, or start exploration.
+      raise FloatingPointError(
+          f'The target fine-tune diverged: mean SSL loss {loss} in epoch {epoch} (earlier '
+          f'epochs: {losses[:-1]}). Lower config.optim.base_lr, or set '
+          'config.explore.finetune_epochs to the last finite epoch.')
     if loss < best_loss:
       best, best_loss = jax.device_get(train_state), loss
   if best is None:

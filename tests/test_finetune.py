@@ -39,6 +39,22 @@ def test_the_state_after_the_lowest_loss_epoch_is_returned():
   assert int(best['steps']) == 2 * per_epoch  # the state after epoch 1, not epoch 2's
 
 
+def test_a_diverged_fine_tune_says_so():
+  config = small_config(finetune_epochs=3)
+  source = target_lib.load(config.target, 'train').source
+  per_epoch = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
+  calls = []
+
+  def step_fn(state, batch, rng):
+    del batch, rng
+    calls.append(None)
+    return state, {'loss': jnp.float32(2.0 if len(calls) <= per_epoch else np.nan)}
+
+  with pytest.raises(FloatingPointError, match='fine-tune diverged.*epoch 1'):
+    explorer_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn, sharding.make_mesh(),
+                            source, jax.random.key(0))
+
+
 def test_a_target_smaller_than_a_batch_cannot_be_fine_tuned():
   config = small_config(finetune_epochs=1)
   source = target_lib.load(config.target, 'train').source

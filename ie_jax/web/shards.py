@@ -69,9 +69,6 @@ class ShardedStore:
     for shard in self.shards:
       shard.close()
 
-  def own_manifest(self, iteration: int) -> list[dict]:
-    return self.own.manifest(iteration) if iteration in self.own.iterations() else []
-
   # Reading: all shards.
 
   def iterations(self) -> list[int]:
