@@ -84,6 +84,13 @@ def _over_quota(refused: dict, total: int, web_config) -> bool:
   return bool(refused) and len(refused) > web_config.max_quota_loss * max(total, 1)
 
 
+def _check_quota(engine, refused: dict, total: int, web_config) -> None:
+  """Raises `QuotaStop` when the quota refused too many of `total` queries."""
+  if _over_quota(refused, total, web_config):
+    reset = _reset_in(refused, web_config) if any(refused.values()) else None
+    raise QuotaStop(engine.name, len(refused), total, reset, web_config)
+
+
 def _reset_in(refused: dict, web_config) -> float:
   known = [r for r in refused.values() if r]
   return max(known) if known else web_config.quota_wait_s
@@ -148,10 +155,7 @@ def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
   """
   results, refused = _search_quota_aware(engine, [q for _, q in queries], images_per_query,
                                          web_config)
-  total = len(dict.fromkeys(q for _, q in queries))
-  if _over_quota(refused, total, web_config):
-    raise QuotaStop(engine.name, len(refused), total, _reset_in(refused, web_config) if any(
-        refused.values()) else None, web_config)
+  _check_quota(engine, refused, len(dict.fromkeys(q for _, q in queries)), web_config)
   done = _committed(store, iteration, dedup, url_cache)
   jobs = _jobs(queries, results, done)
   if jobs or done:
@@ -246,10 +250,7 @@ def _gather_results(engine, queries: list, images_per_query: int, web_config, in
                   'refused': refused})
   for part in parts:  # every process decides on the same numbers
     all_refused.update(part['refused'])
-  if _over_quota(all_refused, len(unique), web_config):
-    raise QuotaStop(engine.name, len(all_refused), len(unique),
-                    _reset_in(all_refused, web_config) if any(all_refused.values()) else None,
-                    web_config)
+  _check_quota(engine, all_refused, len(unique), web_config)
   for part in (p['results'] for p in parts):
     for query, rows in part.items():
       results[query] = [engines.Result(*row) for row in rows]

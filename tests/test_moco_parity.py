@@ -33,7 +33,7 @@ def torch_like(tree, source: dict, prefixes: dict):
   def get(path, leaf):
     names = tuple(p.key for p in path)
     value = np.asarray(source[prefixes[names[0]] + convert.torch_key(names)])
-    return convert._to_flax(names[-1], value)
+    return convert.to_flax(names[-1], value)
   return jax.tree_util.tree_map_with_path(get, tree)
 
 

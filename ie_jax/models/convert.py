@@ -15,7 +15,7 @@ from ie_jax.models import torch_pickle
 # MLP layer names -> PyTorch nn.Sequential indices (Linear 0, BN 1, ReLU 2, Linear 3, BN 4).
 _MLP_INDEX = {'linear0': '0', 'bn0': '1', 'linear1': '3', 'bn1': '4'}
 _RESNET_RENAME = {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}
-_LEAF = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
+LEAF = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
          'mean': 'running_mean', 'var': 'running_var'}
 _PREFIX = {'encoder': '', 'projector': 'fc.', 'predictor': ''}
 
@@ -34,10 +34,11 @@ def torch_key(path: tuple[str, ...]) -> str:
     names = [_RESNET_RENAME.get(n, n) for n in names]
   else:
     names = [_MLP_INDEX[n] for n in modules]
-  return _PREFIX[part] + '.'.join(names + [_LEAF[leaf]])
+  return _PREFIX[part] + '.'.join(names + [LEAF[leaf]])
 
 
-def _to_flax(leaf_name: str, value: np.ndarray) -> np.ndarray:
+def to_flax(leaf_name: str, value: np.ndarray) -> np.ndarray:
+  """A PyTorch tensor in the layout of the Flax leaf `leaf_name`."""
   if leaf_name == 'kernel' and value.ndim == 4:
     return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
   if leaf_name == 'kernel' and value.ndim == 2:
@@ -55,7 +56,7 @@ def _fill(template, state_dict: dict, prefixes: dict, used: set, where: str):
       raise CheckpointMismatchError(
           f'{where}: the checkpoint has no tensor {key!r} for parameter '
           f'{"/".join(names)} {tuple(leaf.shape)}: is it another architecture?')
-    value = _to_flax(names[-1], np.asarray(state_dict[key]))
+    value = to_flax(names[-1], np.asarray(state_dict[key]))
     if value.shape != tuple(leaf.shape):
       raise CheckpointMismatchError(
           f'{where}: parameter {"/".join(names)} expects shape {tuple(leaf.shape)}, but '

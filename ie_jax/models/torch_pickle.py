@@ -73,12 +73,17 @@ class _Unpickler(pickle.Unpickler):
         f'{self._path}: refusing to unpickle {module}.{name}; only tensors, dicts and plain '
         'values are read from checkpoints.')
 
-  def persistent_load(self, pid):
+  def _storage_id(self, pid) -> tuple[str, str, int]:
+    """(storage type, key, element count) of a persistent id, checked."""
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == 'storage'):
       raise TorchPickleError(f'{self._path}: unknown persistent id {pid!r}.')
     _, kind, key, _, numel = pid[:5]
     if kind not in STORAGE_DTYPES:
       raise TorchPickleError(f'{self._path}: unsupported storage type {kind!r}.')
+    return kind, key, numel
+
+  def persistent_load(self, pid):
+    kind, key, numel = self._storage_id(pid)
     if key not in self._storages:
       raw = self._archive.read(f'{self._prefix}data/{key}')
       data = np.frombuffer(raw, dtype=STORAGE_DTYPES[kind])
@@ -131,11 +136,7 @@ class _LegacyUnpickler(_Unpickler):
     self.found = {}
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == 'storage'):
-      raise TorchPickleError(f'{self._path}: unknown persistent id {pid!r}.')
-    _, kind, key, _, numel = pid[:5]
-    if kind not in STORAGE_DTYPES:
-      raise TorchPickleError(f'{self._path}: unsupported storage type {kind!r}.')
+    kind, key, numel = self._storage_id(pid)
     if len(pid) > 5 and pid[5] is not None:
       raise TorchPickleError(f'{self._path}: storage views (legacy view_metadata) are not '
                              'supported; re-save the checkpoint with a recent PyTorch.')
