@@ -12,7 +12,9 @@ Two measurements on a world with ground truth, at the config's budget (docs/DECI
    not what loses the room.
 2. The GP's ranking from uniform observations of those shares: the mean relevant share of
    the 64 unobserved concepts it ranks highest, for several inputs, length scales, mu vs
-   mu + sigma, and a ridge regression on the same features.
+   mu + sigma, and a ridge regression on the same features; and, from the same queries,
+   predictors fitted to their results' captions (the caption GP of `gp_input='captions'`,
+   and the mean relevance of the 10 seen captions nearest each query).
 
 Prints both tables and writes bench/results/policy_limits_<world>.json.
 """
@@ -61,7 +63,8 @@ def true_share_policy(web, queries, config, budget, seed: int, novelty: bool) ->
   return float(np.nanmean(precision))
 
 
-def gp_ranking(share, features: dict, observed: int, seeds, top: int = 64) -> dict:
+def gp_ranking(share, features: dict, observed: int, seeds, top: int = 64,
+               captions=None) -> dict:
   """Mean true share of the `top` unobserved concepts each predictor ranks highest."""
   from sklearn.linear_model import Ridge  # pylint: disable=g-import-not-at-top
   out = {}
@@ -79,7 +82,30 @@ def gp_ranking(share, features: dict, observed: int, seeds, top: int = 64) -> di
           out.setdefault(key, []).append(share[rest[np.argsort(-score)[:top]]].mean())
       ridge = Ridge(alpha=1.0).fit(x[obs], share[obs]).predict(x[rest])
       out.setdefault(f'ridge on {name}', []).append(share[rest[np.argsort(-ridge)[:top]]].mean())
+    if captions is not None:
+      for key, score in caption_predictions(captions, obs, rest).items():
+        out.setdefault(key, []).append(share[rest[np.argsort(-score)[:top]]].mean())
   return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def caption_predictions(captions, observed, rest) -> dict:
+  """Scores of the `rest` concepts from the captions the `observed` queries brought.
+
+  Args:
+    captions: (web, results, relevant, query embeddings).
+  """
+  web_captions, results, relevant, queries = captions
+  seen = np.unique(results[observed][results[observed] >= 0])
+  images = policy.ImageObservations().add(seen.astype(np.uint64), web_captions[seen],
+                                          relevant[seen], limit=len(seen))
+  out = {}
+  for length_scale in (0.3, 0.5, 0.8):
+    out[f'caption GP, length scale {length_scale}, mu+sigma'] = policy.caption_scores(
+        queries[rest], images, length_scale=length_scale)
+  sims = queries[rest] @ web_captions[seen].T
+  nearest = np.argpartition(-sims, 9, axis=1)[:, :10]
+  out['k-NN over seen captions (10)'] = relevant[seen][nearest].mean(axis=1)
+  return out
 
 
 def main(argv=None) -> int:
@@ -116,16 +142,22 @@ def main(argv=None) -> int:
     print(f'  {name:<55} {100 * value:5.1f}%')
   results = web.results[:, :budget.images]
   share = (web.relevant[results] & (results >= 0)).mean(1)
-  features = {'sense text + query': np.asarray(embeddings)}
-  if embeddings.shape[1] == 768:  # gp_input 'text+query': both halves alone too
-    features['sense text'] = np.asarray(embeddings[:, :384]) * np.sqrt(2)
-    features['query'] = np.asarray(embeddings[:, 384:]) * np.sqrt(2)
+  both_config = config.copy_and_resolve_references()
+  both_config.concepts.gp_input = 'text+query'
+  _, both = explorer_setup.load_concepts(both_config, None)  # [sense text, query] / sqrt 2
+  both = np.asarray(both)
+  features = {'sense text + query': both, 'sense text': both[:, :384] * np.sqrt(2),
+              'query': both[:, 384:] * np.sqrt(2)}
+  captions = (web.captions, results, web.relevant.astype(np.float64), features['query'])
   ranking = {}
   for n in (int(x) for x in args.observed.split(',')):
-    ranking[n] = gp_ranking(share, features, n, seeds[:3])
+    ranking[n] = gp_ranking(share, features, n, seeds[:3], captions=captions)
     best = sorted(ranking[n].items(), key=lambda kv: -kv[1])
-    print(f'  top 64 of the GP after {n} uniform observations (true relevant share): best '
+    print(f'  top 64 after {n} uniform queries (true relevant share): best '
           f'{best[0][1]:.2f} ({best[0][0]}), worst {best[-1][1]:.2f} ({best[-1][0]})')
+    concept_best = max(v for k, v in ranking[n].items() if not k.startswith(('caption', 'k-NN')))
+    print(f'    best concept-level predictor {concept_best:.2f}; ' + '; '.join(
+        f'{k} {v:.2f}' for k, v in ranking[n].items() if k.startswith(('caption', 'k-NN'))))
   results_io.write('policy_limits', f'policy_limits_{world.name}',
                    {'config': vars(args), 'budget': vars(budget)},
                    [{'precision': rows, 'gp_top64_share': ranking}], args.out)

@@ -1,21 +1,30 @@
 r"""Slow URLs on one host: does the downloader keep fetching the host's fast URLs?
 
-  python bench/slow_host.py [--urls 600] [--slow_fraction 0.05] [--stall_s 8]
+  python bench/slow_host.py [--urls 600] [--slow_fraction 0.05] [--stall_s 8] \
+      [--img2dataset_python /path/to/venv/bin/python]
 
 One host (127.0.0.1, a server in a thread of this process) answers every request after
 100-300 ms, except a fraction that stall for --stall_s first (a slow CDN edge, a trickle);
 every URL is a distinct small JPEG. The same list runs through the real downloader with
 the default 8 slots per host and slow requests giving their slot back (`web/host_slots.py`),
 against the reference of 8 plain slots (slow_factor=0, the behaviour before issue #22), and
-with 64 plain slots. Prints good images/s and wall time; writes bench/results/slow_host.json.
+with 64 plain slots. With --img2dataset_python (a python with img2dataset installed; it
+is not a dependency), img2dataset downloads the same list from the same server in the same
+run, at its default settings (1 process, 256 threads, 10 s timeout, no retries) but for the
+output (files, 64 px short side, as ours). Its rate is counted over its own download time
+(its shards' first start to last end), without its interpreter's start-up. Prints good
+images/s and wall time; writes bench/results/slow_host.json.
 """
 import argparse
 import asyncio
 import dataclasses
 import io
+import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -66,12 +75,43 @@ def run(urls: list[str], name: str, **changes) -> dict:
   return row
 
 
+def run_img2dataset(urls: list[str], python: str) -> dict:
+  """img2dataset over `urls` at its defaults, output as 64 px files."""
+  with tempfile.TemporaryDirectory() as tmp:
+    url_file = os.path.join(tmp, 'urls.txt')
+    with open(url_file, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(urls) + '\n')
+    out = os.path.join(tmp, 'out')
+    start = time.perf_counter()
+    subprocess.run([python, '-c', 'from img2dataset.main import main; main()',
+                    f'--url_list={url_file}', '--input_format=txt', '--output_format=files',
+                    f'--output_folder={out}', '--image_size=64', '--resize_mode=keep_ratio',
+                    '--enable_wandb=False'],
+                   check=True, capture_output=True, text=True,
+                   env={**os.environ, 'NO_ALBUMENTATIONS_UPDATE': '1', 'WANDB_MODE': 'disabled'})
+    wall = time.perf_counter() - start
+    shards = []
+    for name in os.listdir(out):
+      if name.endswith('_stats.json'):
+        with open(os.path.join(out, name), encoding='utf-8') as f:
+          shards.append(json.load(f))
+  ok = sum(s['successes'] for s in shards)
+  inner = max(s['end_time'] for s in shards) - min(s['start_time'] for s in shards)
+  name = 'img2dataset 1 process x 256 threads (its defaults)'
+  print(f'{name:<44} ok {ok:5d}  {inner:7.1f} s  {ok / inner:7.1f} good images/s '
+        f'({wall:.1f} s with start-up)', flush=True)
+  return {'downloader': name, 'ok': ok, 'wall_s': round(inner, 2),
+          'wall_with_startup_s': round(wall, 2), 'good_images_per_s': round(ok / inner, 2)}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--urls', type=int, default=600)
   parser.add_argument('--slow_fraction', type=float, default=0.05)
   parser.add_argument('--stall_s', type=float, default=8.0)
+  parser.add_argument('--img2dataset_python', default='',
+                      help='a python with img2dataset installed: also run it, side by side')
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
   rng = random.Random(0)
@@ -83,10 +123,15 @@ def main(argv=None) -> int:
         run(urls, '8 plain slots (reference: before #22)', slow_factor=0.0),
         run(urls, '64 plain slots', per_host=64, slow_factor=0.0),
     ]
+    if args.img2dataset_python:
+      rows.append(run_img2dataset(urls, args.img2dataset_python))
   ratio = rows[0]['good_images_per_s'] / rows[1]['good_images_per_s']
   print(f'default vs 8 plain slots: {ratio:.2f}x good images/s')
-  results_io.write('slow_host', 'slow_host', {'config': vars(args), 'ratio_vs_plain_8': ratio},
-                   rows, args.out)
+  summary = {'config': vars(args), 'ratio_vs_plain_8': ratio}
+  if args.img2dataset_python:
+    summary['ratio_vs_img2dataset'] = rows[0]['good_images_per_s'] / rows[-1]['good_images_per_s']
+    print(f'default vs img2dataset: {summary["ratio_vs_img2dataset"]:.2f}x good images/s')
+  results_io.write('slow_host', 'slow_host', summary, rows, args.out)
   return 0
 
 

@@ -133,9 +133,12 @@ def get_base_config() -> ml_collections.ConfigDict:
       # engine answers a repeated query with what it already gave. Ignored with descriptors
       # (they vary the query). Senses sharing a lemma share a query.
       redraw_searched=False,
-      # The GP's input: 'text' ("{lemma} ({hypernym}): {definition}", the paper's) or
-      # 'text+query' (that and the searched query's own embedding, side by side).
+      # The GP's input: 'text' ("{lemma} ({hypernym}): {definition}", the paper's),
+      # 'text+query' (that and the searched query's own embedding, side by side) or
+      # 'captions' (fitted to the downloaded images' captions and rewards, predicted at
+      # each concept's query text; DECISIONS, "The policy in a finite web").
       gp_input='text',
+      gp_max_captions=8192,        # 'captions': the GP fits a uniform sample of this many
       text_model='',               # MiniLM directory; '' finds it (HF cache, wheel)
       # "Ours++": a local causal LM (directory or cached HF id, e.g. 'EleutherAI/gpt-j-6b')
       # prepends a descriptor to each query; '' = plain concepts ("Ours").

@@ -67,10 +67,11 @@ def get_config(arg=None):
   config.concepts.label_category = 'emoji'
   # The policy at this budget (256 queries in all, where the paper makes ~10k): chosen by
   # oracle replays on two worlds (python -m ie_jax.worlds.replay; docs/DECISIONS.md,
-  # "The policy in a finite web"). The GP also sees the query's own embedding (senses of
-  # one word share results), with a shorter length scale; the top tier is about two
-  # iterations of queries and holds 90% of the mass, the next tier 9%.
-  config.concepts.gp_input = 'text+query'
+  # "The policy in a finite web"). The GP is fitted to the downloaded images (caption ->
+  # reward, ~20x the points of one per query) and predicts at each concept's query text,
+  # with a shorter length scale; the top tier is about two iterations of queries and holds
+  # 90% of the mass, the next tier 9%.
+  config.concepts.gp_input = 'captions'
   config.concepts.gp_length_scale = 0.5
   config.concepts.tier_bounds = (64, 256)
   config.concepts.tier_masses = (0.9, 0.09, 0.01)

@@ -82,6 +82,7 @@ class Explorer:
     self.scoring = explorer_setup.query_scoring(config)
     self.descriptors = explorer_setup.descriptor_sampler(config)
     self._knn_data = None
+    self._caption_embedder = None  # loaded on first use (gp_input='captions')
 
   # Bookkeeping.
 
@@ -122,6 +123,15 @@ class Explorer:
     values = self.side.load_array(self.state, 'reward_values', np.zeros((0,), np.float32))
     return dict(zip(keys.tolist(), values.tolist()))
 
+  def images(self) -> policy.ImageObservations:
+    """The downloaded images the 'captions' GP is fitted to (gp_input='captions')."""
+    keys = self.side.load_array(self.state, 'caption_keys', np.zeros((0,), np.uint64))
+    if not keys.size:
+      return policy.ImageObservations()
+    return policy.ImageObservations(
+        keys, self.side.load_array(self.state, 'caption_embeddings', None),
+        self.side.load_array(self.state, 'caption_rewards', None))
+
   def replay_refs(self) -> np.ndarray:
     return self.side.load_array(self.state, 'replay', np.zeros((0, 2), np.int64))
 
@@ -153,7 +163,7 @@ class Explorer:
     cfg = self.config.explore
     searched = self.searched()
     probs = policy.distribution(self.embeddings, self.observations(), self.policy_config,
-                                searched=searched)
+                                searched=searched, images=self.images())
     seed = policy.query_seed(self.config.seed, self.state.iteration)
     drawn = policy.sample_queries(probs, cfg.queries_per_iteration,
                                   mode=self.policy_config.mode,
@@ -316,6 +326,8 @@ class Explorer:
       self.side.save_array(self.state, 'reward_keys', np.fromiter(book, np.uint64, len(book)))
       self.side.save_array(self.state, 'reward_values',
                            np.fromiter(book.values(), np.float32, len(book)))
+    if self.policy_config.gp_points == 'captions':
+      self.add_captions(it, rewards)
     done = self.side.load_array(self.state, 'searched', np.zeros((0,), np.int64))
     self.side.save_array(self.state, 'searched', np.union1d(done, drawn).astype(np.int64))
     failpoints.hit('update')
@@ -324,6 +336,26 @@ class Explorer:
     return {'concepts_scored': len(scored), 'queries_without_new_images': sum(
         1 for r in results if not r.new.size), 'best_concepts': best,
             'observations': len(obs.concepts)}
+
+  def add_captions(self, it: int, rewards: np.ndarray) -> None:
+    """Adds iteration `it`'s kept images, their captions embedded, to the 'captions' GP's
+    points. Only process 0 samples, so only it embeds; the others record the names."""
+    images = policy.ImageObservations()
+    if self.primary:
+      rows = [r for r in self.ok_rows(it) if str(r.get('caption') or '').strip()]
+      images = self.images()
+      if rows:
+        if self._caption_embedder is None:
+          self._caption_embedder = explorer_setup.caption_embedder(self.config)
+        embedded = self._caption_embedder.embed([r['caption'] for r in rows],
+                                                progress=False)
+        images = images.add([query_results.sha_key(r['sha256']) for r in rows], embedded,
+                            rewards[[r['index'] for r in rows]],
+                            self.policy_config.max_captions)
+    self.side.save_array(self.state, 'caption_keys', images.keys)
+    self.side.save_array(self.state, 'caption_embeddings', images.embeddings
+                         if images.embeddings is not None else np.zeros((0, 0), np.float32))
+    self.side.save_array(self.state, 'caption_rewards', images.rewards)
 
   # The loop.
 

@@ -73,6 +73,7 @@ def load_target(config, world) -> target_lib.Target:
 
 
 LABEL_MODES = ('labels', 'labels+relevant', 'labels+learned')
+GP_INPUTS = ('text', 'text+query', 'captions')
 
 
 def load_concepts(config, world, class_names=()):
@@ -108,10 +109,22 @@ def load_concepts(config, world, class_names=()):
     # results; the query's own embedding beside the sense's lets the GP see that.
     queries = text_embed.embed_cached(vocab.lemmas, embedder)
     embeddings = np.concatenate([embeddings, queries], axis=1) / np.sqrt(2.0)
+  elif config.concepts.gp_input == 'captions':
+    # The GP is fitted to downloaded images' captions and predicts at the query text.
+    embeddings = text_embed.embed_cached(vocab.lemmas, embedder)
   elif config.concepts.gp_input != 'text':
-    raise ValueError(f"config.concepts.gp_input must be 'text' or 'text+query', not "
+    raise ValueError(f"config.concepts.gp_input must be one of {GP_INPUTS}, not "
                      f'{config.concepts.gp_input!r}.')
   return vocab, embeddings
+
+
+def caption_embedder(config):
+  """The text model that embeds downloaded images' captions for `gp_input='captions'`
+  (the one that embeds the concepts' queries), or None."""
+  if config.concepts.gp_input != 'captions':
+    return None
+  model_dir = text_embed.resolve_model_dir(config.concepts.text_model or None)
+  return text_embed.TextEmbedder(model_dir)
 
 
 def policy_config(config) -> policy.PolicyConfig:
@@ -120,7 +133,9 @@ def policy_config(config) -> policy.PolicyConfig:
       mode=c.mode, smr=c.smr, tier_bounds=tuple(c.tier_bounds),
       tier_masses=tuple(c.tier_masses), length_scale=c.gp_length_scale, alpha=c.gp_alpha,
       normalize_y=c.gp_normalize_y, replace=c.sample_with_replacement,
-      redraw_searched=c.redraw_searched)
+      redraw_searched=c.redraw_searched,
+      gp_points='captions' if c.gp_input == 'captions' else 'concepts',
+      max_captions=c.gp_max_captions)
 
 
 def query_scoring(config) -> query_scores.QueryScoring:

@@ -16,6 +16,8 @@ import dataclasses
 import logging
 import time
 
+import tqdm
+
 from ie_jax.utils import failpoints
 from ie_jax.web import api
 from ie_jax.web import dedup as dedup_lib
@@ -65,6 +67,9 @@ async def _search_all(engine, queries: list[str], n: int, concurrency: int):
   other failures are logged and give no results (the query scores nothing)."""
   gate = asyncio.Semaphore(concurrency)
   out, refused = {}, {}
+  unique = list(dict.fromkeys(queries))
+  # An API paced at its documented rate takes minutes for an iteration's queries.
+  bar = tqdm.tqdm(total=len(unique), desc='search', unit='query', leave=False)
 
   async def one(query):
     async with gate:
@@ -76,7 +81,11 @@ async def _search_all(engine, queries: list[str], n: int, concurrency: int):
       except engines.EngineError as e:
         log.warning('Search for %r failed: %s', query, e)
         out[query] = []
-  await asyncio.gather(*(one(q) for q in dict.fromkeys(queries)))
+      bar.update(1)
+  try:
+    await asyncio.gather(*(one(q) for q in unique))
+  finally:
+    bar.close()
   return out, refused
 
 
@@ -228,13 +237,19 @@ def _download_in_order(downloader, jobs: list, store, iteration: int, part_size:
   return dict(counts)
 
 
+_CAPTION_CHARS = 500
+
+
 def _jobs(queries: list, results: dict, done: set) -> list[Job]:
   """One job per URL not in `done`, in query order (a URL two queries share: the first)."""
   jobs, seen = [], set(done)
   for concept, query in queries:
     for r in results.get(query, []):
       if r.url not in seen:
-        jobs.append(Job(url=r.url, query=query, concept=str(concept)))
+        # The engine's caption, kept for the policy (gp_input 'captions'); bounded, since
+        # an engine's title is untrusted text.
+        jobs.append(Job(url=r.url, query=query, concept=str(concept),
+                        caption=str(r.title)[:_CAPTION_CHARS]))
         seen.add(r.url)
   return jobs
 

@@ -272,3 +272,59 @@ def test_gpr_normalize_y_matches_sklearn(gp_problem):
     got_mean, got_std = gpr.gpr_predict(fit, queries, chunk_size=256)
   np.testing.assert_allclose(got_mean, mean, rtol=1e-9)
   np.testing.assert_allclose(got_std, std, rtol=1e-9)
+
+
+# The 'captions' GP (gp_points='captions').
+
+def test_image_observations_keep_a_uniform_sample_whatever_the_order():
+  rng = np.random.default_rng(0)
+  keys = rng.choice(2**62, size=300, replace=False).astype(np.uint64) * np.uint64(3)
+  emb = unit_vectors(rng, 300, d=8).astype(np.float32)
+  rewards = rng.random(300).astype(np.float32)
+  one = policy.ImageObservations().add(keys, emb, rewards, limit=100)
+  order = rng.permutation(300)
+  two = policy.ImageObservations()
+  for part in np.array_split(order, 7):  # seven iterations, in another order
+    two = two.add(keys[part], emb[part], rewards[part], limit=100)
+  assert len(one) == len(two) == 100
+  assert sorted(one.keys.tolist()) == sorted(two.keys.tolist())
+  # Each kept image keeps its own embedding and reward.
+  lookup = {int(k): i for i, k in enumerate(keys)}
+  for k, e, r in zip(two.keys, two.embeddings, two.rewards):
+    np.testing.assert_array_equal(e, emb[lookup[int(k)]])
+    assert r == rewards[lookup[int(k)]]
+
+
+def test_image_observations_drop_repeats_uncaptioned_and_non_finite():
+  emb = np.eye(4, dtype=np.float32)
+  obs = policy.ImageObservations().add([1, 2], emb[:2], [0.5, 0.6], limit=10)
+  obs = obs.add([2, 3, 4, 5, 5], np.stack([emb[2], emb[3], np.zeros(4), emb[0], emb[1]]),
+                [0.9, np.nan, 0.1, 0.2, 0.3], limit=10)
+  # 2: seen; 3: no reward; 4: no caption (zero embedding); 5 twice: once.
+  assert sorted(obs.keys.tolist()) == [1, 2, 5]
+  assert obs.rewards[obs.keys.tolist().index(2)] == pytest.approx(0.6)
+  with pytest.raises(ValueError, match='2 keys but 1 rewards'):
+    obs.add([7, 8], emb[:2], [0.1], limit=10)
+
+
+def test_caption_scores_rank_queries_by_the_rewards_of_captions_near_them():
+  rng = np.random.default_rng(1)
+  centres = unit_vectors(rng, 6, d=16)
+  # Images around six topics; topic 2's images are rewarding.
+  topic = np.repeat(np.arange(6), 30)
+  captions = centres[topic] + 0.15 * rng.normal(size=(180, 16))
+  captions /= np.linalg.norm(captions, axis=1, keepdims=True)
+  rewards = np.where(topic == 2, 0.9, 0.2) + 0.02 * rng.normal(size=180)
+  images = policy.ImageObservations().add(np.arange(180), captions, rewards, limit=1000)
+  scores = policy.caption_scores(centres, images, length_scale=0.5)
+  assert int(np.argmax(scores)) == 2
+  config = policy.PolicyConfig(length_scale=0.5, tier_bounds=(1,), tier_masses=(0.9, 0.1),
+                               gp_points='captions')
+  probs = policy.distribution(centres, policy.Observations(6), config, images=images)
+  assert probs[2] == pytest.approx(0.9)
+  # No image yet: uniform, whatever the concept observations say.
+  probs = policy.distribution(centres, policy.Observations(6).add([2], [1.0]), config,
+                              images=policy.ImageObservations())
+  np.testing.assert_allclose(probs, 1 / 6)
+  with pytest.raises(ValueError, match='gp_points'):
+    policy.PolicyConfig(gp_points='images')

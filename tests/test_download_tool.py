@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from aiohttp import web
 from PIL import Image
 
 from ie_jax.testing.fault_server import serve_in_thread
-from ie_jax.web import corpus, download_tool
+from ie_jax.web import corpus, download_tool, records
+from ie_jax.web import store as store_lib
 
 
 def png(seed: int) -> bytes:
@@ -166,3 +168,122 @@ def test_captions_and_keys_make_an_indexable_corpus(site, tmp_path, capsys):
   scan = corpus.scan(str(tmp_path / 'out'), progress=False)  # what the offline engine indexes
   assert sorted(e.caption for e in scan.entries) == ['a red fox', 'two words, one comma']
   assert all((tmp_path / 'out' / e.file).is_file() for e in scan.entries)
+
+
+def sharded_run(base, tmp_path, output_format: str, bad_row: str) -> list[str]:
+  """The arguments of a run over images 0-4 (captioned 'picture I') and one bad URL,
+  into `tmp_path/out` in shards of 2."""
+  listing = tmp_path / 'urls.csv'
+  listing.write_text('url,caption\n' + ''.join(f'{base}/img{i},picture {i}\n' for i in range(5))
+                     + bad_row + '\n')
+  return [str(listing), str(tmp_path / 'out'), '--output_format', output_format,
+          '--shard_size', '2', '--allow_network', '127.0.0.1/32', '--min_side', '32',
+          '--decode_processes', '0']
+
+
+def resume_after_kill(out, args, hits, lost) -> None:
+  """Resumes a run killed before the shard holding `lost` (URLs) committed: their result
+  lines were never written; exactly they are fetched again."""
+  kept = [line for line in (out / 'results.jsonl').read_text().splitlines()
+          if json.loads(line)['url'] not in lost]
+  (out / 'results.jsonl').write_text('\n'.join(kept) + '\n')
+  before = dict(hits)
+  assert download_tool.main(args) == 0
+  assert {k for k, v in hits.items() if v != before.get(k)} == {u.rsplit('/', 1)[1] for u in lost}
+
+
+def test_webdataset_shards_commit_whole_and_resume(site, tmp_path, capsys):
+  """--output_format webdataset: full shards of `shard_size`, each image with its caption
+  and result; a shard a killed run left unfinished is dropped and its images fetched again."""
+  base, hits, _ = site
+  out = tmp_path / 'out'
+  args = sharded_run(base, tmp_path, 'webdataset', f'{base}/missing,gone')
+  assert download_tool.main(args) == 0
+  capsys.readouterr()
+  shards = sorted(os.listdir(out / 'shards'))
+  assert shards == ['shard-000000.tar', 'shard-000001.tar', 'shard-000002.tar']
+  rows = download_tool.read_results(str(out))
+  members = {}
+  for name in shards:
+    with tarfile.open(out / 'shards' / name) as tar:
+      for member in tar.getmembers():
+        members[member.name] = tar.extractfile(member).read()
+  assert len(members) == 5 * 3
+  for i in range(5):
+    sha = rows[f'{base}/img{i}']['sha256']
+    assert members[f'{sha}.txt'].decode() == f'picture {i}'
+    assert json.loads(members[f'{sha}.json'])['url'] == f'{base}/img{i}'
+    with Image.open(io.BytesIO(members[f'{sha}.jpg'])) as image:
+      assert image.format == 'JPEG'
+  assert rows[f'{base}/missing']['status'] == 'http_404'
+  scan = corpus.scan(str(out), progress=False)  # the offline engine indexes the shards
+  assert sorted(e.caption for e in scan.entries) == [f'picture {i}' for i in range(5)]
+
+  # A run killed while writing its last shard leaves it as a .tmp, with no result lines
+  # for its images (test_a_shard_s_results_wait_for_its_commit). The resumed run drops it
+  # and fetches exactly those images again.
+  last = out / 'shards' / 'shard-000002.tar'
+  lost = {json.loads(m)['url'] for n, m in _members(last).items() if n.endswith('.json')}
+  os.replace(last, str(last) + '.tmp')
+  resume_after_kill(out, args, hits, lost)
+  assert sorted(os.listdir(out / 'shards')) == shards  # the .tmp is gone, a new 000002
+  assert sorted(e.caption for e in corpus.scan(str(out), progress=False).entries) == [
+      f'picture {i}' for i in range(5)]
+
+
+def test_a_shard_s_results_wait_for_its_commit(tmp_path):
+  rows = {f'u{i}': download_tool.Row(i, f'u{i}', str(i), f'c{i}') for i in range(3)}
+  ok = lambda i: records.Record(f'u{i}', '', '', 'ok', sha256=f'{i:064x}', jpeg=b'jpeg')
+  sink = download_tool.TarSink(str(tmp_path), rows, shard_size=2)
+  results = tmp_path / download_tool.RESULTS
+  sink(ok(0))
+  sink(records.Record('u2', '', '', 'http_404'))
+  assert [json.loads(l)['url'] for l in results.read_text().splitlines()] == ['u2']
+  assert os.listdir(tmp_path / 'shards') == ['shard-000000.tar.tmp']
+  sink(ok(1))  # the shard is full: renamed, then its results written
+  assert [json.loads(l)['url'] for l in results.read_text().splitlines()] == ['u2', 'u0', 'u1']
+  assert os.listdir(tmp_path / 'shards') == ['shard-000000.tar']
+  sink.close()
+
+
+def _members(path) -> dict:
+  with tarfile.open(path) as tar:
+    return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_bad_shard_size_is_refused(tmp_path, capsys):
+  (tmp_path / 'urls.txt').write_text('http://example.com/a.jpg\n')
+  with pytest.raises(SystemExit):
+    download_tool.main([str(tmp_path / 'urls.txt'), str(tmp_path / 'out'),
+                        '--output_format', 'webdataset', '--shard_size', '0'])
+  assert '--shard_size must be at least 1' in capsys.readouterr().err
+
+
+def test_array_record_parts_hold_every_kept_image_and_resume(site, tmp_path, capsys):
+  base, hits, _ = site
+  out = tmp_path / 'out'
+  args = sharded_run(base, tmp_path, 'array_record', f'{base}/page,a page')
+  assert download_tool.main(args) == 0
+  capsys.readouterr()
+  store = store_lib.WebStore(str(out / 'array_record'))
+  assert len(store.parts(0)) == 3 and store.num_images(0) == 5
+  rows = download_tool.read_results(str(out))
+  manifest = store.manifest(0)
+  assert sorted(r['caption'] for r in manifest) == [f'picture {i}' for i in range(5)]
+  for r in manifest:
+    assert rows[r['url']]['sha256'] == r['sha256']
+    with Image.open(io.BytesIO(store.read(0, r['index']))) as image:
+      assert image.format == 'JPEG'
+  assert rows[f'{base}/page']['status'] == 'bad_content_type'
+  store.close()
+  # A killed run's part in progress: a .tmp pair without result lines; resumed, those
+  # images (and only they) are fetched again into a new part.
+  part = 'images-00000-002.array_record'
+  part_manifest = out / 'array_record' / 'manifest-00000-002.jsonl'
+  lost = [json.loads(line)['url'] for line in part_manifest.read_text().splitlines()]
+  assert len(lost) == 1
+  for name in (part, part.replace('images-', 'manifest-').replace('.array_record', '.jsonl')):
+    os.replace(out / 'array_record' / name, out / 'array_record' / (name + '.tmp'))
+  resume_after_kill(out, args, hits, lost)
+  again = store_lib.WebStore(str(out / 'array_record'))
+  assert again.num_images(0) == 5 and not any(n.endswith('.tmp') for n in os.listdir(again.root))

@@ -120,3 +120,22 @@ def test_label_set_mode_searches_class_names_over_a_pruned_vocabulary(tmp_path):
   assert len(labels) == len(concepts) == 2  # half the queries are class names
   assert set(labels) <= set(shapes.CLASSES)
   assert all(0 <= c < 3 for c in run.state.observations['concepts'])  # labels never observed
+
+
+def test_the_captions_gp_is_fitted_to_every_kept_image(tmp_path):
+  """gp_input='captions': each kept image's engine caption is stored, embedded, and with
+  its reward becomes a point of the GP that draws the next iteration's queries."""
+  config = tiny.get_config()
+  config.concepts.gp_input = 'captions'
+  run = explorer.run(config, str(tmp_path))
+  store = store_lib.WebStore(os.path.join(str(tmp_path), 'web'))
+  kept = [r for it in store.iterations() for r in store.manifest(it) if r['status'] == 'ok']
+  assert kept and all(r['caption'].strip() for r in kept)
+  images = run.images()
+  assert len(images) == len(kept)
+  assert images.embeddings.shape == (len(kept), 384)
+  np.testing.assert_allclose(np.linalg.norm(images.embeddings, axis=1), 1, atol=1e-4)
+  assert np.isfinite(images.rewards).all() and images.rewards.std() > 0
+  # The second iteration's draw came from the GP: not uniform over the drawable concepts.
+  probs = np.load(os.path.join(str(tmp_path), 'policy', 'iteration-00001.npy'))
+  assert np.ptp(probs[probs > 0]) > 0

@@ -31,13 +31,16 @@ def generated_web(seed: int = 0, clusters: int = 40, per_cluster: int = 50, pool
   # Each cluster's pool of images; relevant clusters mostly relevant, the others rarely.
   share = np.where(np.arange(clusters) < relevant_clusters, 0.8, 0.03)
   relevant = rng.random((clusters, pool)) < share[:, None]
+  # Each image's caption: about its cluster's topic, as its concepts' queries are.
+  captions = np.repeat(centres, pool, axis=0) + 0.6 * rng.normal(size=(clusters * pool, dim))
+  captions /= np.linalg.norm(captions, axis=1, keepdims=True)
   results = np.stack([c * pool + rng.choice(pool, BUDGET.images, replace=False)
                       for c in cluster])
   # Some concepts share a query (two senses, one word): every 10th repeats its neighbour's.
   queries = np.arange(len(cluster))
   queries[1::10] = queries[0::10][:len(queries[1::10])]
   results[1::10] = results[0::10][:len(results[1::10])]
-  return replay.Web(results, relevant.ravel()), embeddings, queries
+  return replay.Web(results, relevant.ravel(), captions), embeddings, queries
 
 
 def mean_precisions(result) -> dict:
@@ -57,6 +60,21 @@ def test_learned_with_an_oracle_reward_beats_random_3x(replayed):
   assert means['learned, oracle reward'] >= 3 * means['random'], means
   assert means['ceiling'] >= means['learned, oracle reward'], means
   assert replayed['captured'] >= 1 / 3, replayed['captured']
+
+
+def test_the_captions_gp_also_beats_random_3x():
+  """gp_points='captions' (the demo's policy): the GP fitted to the downloaded images'
+  captions and rewards, predicted at each concept's query."""
+  web, embeddings, queries = generated_web()
+  config = dataclasses.replace(POLICY, gp_points='captions')
+  result = replay.compare(web, embeddings, config, SCORING, BUDGET, seeds=[0, 1, 2],
+                          queries=queries)
+  means = mean_precisions(result)
+  assert means['learned, oracle reward'] >= 3 * means['random'], means
+  assert result['captured'] >= 1 / 3, result['captured']
+  with pytest.raises(ValueError, match='caption embeddings'):
+    replay.run_policy(replay.Web(web.results, web.relevant), embeddings, config, SCORING,
+                      BUDGET, seed=0, queries=queries)
 
 
 def test_the_replay_is_deterministic(replayed):

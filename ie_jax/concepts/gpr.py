@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
+import tqdm
 
 _ROWS = 128  # prediction chunks are padded to a multiple of this many rows
 
@@ -133,7 +134,10 @@ def gpr_predict(fit: GprFit, queries, *, chunk_size: int = 8192
   num_chunks = math.ceil(m / chunk_size)
   step = min(chunk_size, _ROWS * math.ceil(m / num_chunks / _ROWS))
   means, stds = [], []
-  for start in range(0, m, step):
+  # At the paper's scale (146,347 concepts, ~10k observations: 18 chunks) each chunk takes
+  # seconds; a few chunks take about a second in all and get no bar.
+  for start in tqdm.trange(0, m, step, desc='GP prediction', unit='chunk', leave=False,
+                           disable=num_chunks < 8):
     chunk = queries[start:start + step]
     rows = chunk.shape[0]
     if rows < step:

@@ -174,14 +174,14 @@ class Downloader:
       data = await fetcher.fetch(job.url)
       processed = await decoder.process(data, self.options.image)
     except Rejected as failure:
-      return Record(job.url, job.query, job.concept, failure.reason, detail=failure.detail)
+      return _record(job, failure.reason, detail=failure.detail)
     except Exception as e:  # pylint: disable=broad-exception-caught
       # A bug in our code or a library's, met on one URL: it becomes that URL's record, so
       # the other jobs (and the run) go on, and the count shows up in the run's metrics.
       log.error('Internal error on %s: %s: %s', job.url[:200], type(e).__name__, e,
                 exc_info=True)
-      return Record(job.url, job.query, job.concept, 'internal_error',
-                    detail=f'{type(e).__name__}: {e}'[:300])
+      return _record(job, 'internal_error',
+                     detail=f'{type(e).__name__}: {e}'[:300])
     del data
     fields = dict(sha256=processed.sha256, phash=phash_lib.to_hex(processed.phash),
                   width=processed.width, height=processed.height)
@@ -189,16 +189,19 @@ class Downloader:
     # between the two, so two copies finishing together still yield one 'ok'.
     verdict = self.dedup.check(processed.sha256, processed.phash, processed.thumb)
     if verdict is not None:
-      return Record(job.url, job.query, job.concept, verdict[0], detail=verdict[1], **fields)
+      return _record(job, verdict[0], detail=verdict[1], **fields)
     self.dedup.add(processed.sha256, processed.phash)
-    return Record(job.url, job.query, job.concept, OK, jpeg=processed.jpeg,
-                  thumb=processed.thumb, **fields)
+    return _record(job, OK, jpeg=processed.jpeg, thumb=processed.thumb, **fields)
+
+
+def _record(job: Job, status: str, **fields) -> Record:
+  return Record(job.url, job.query, job.concept, status, caption=job.caption, **fields)
 
 
 def _duplicate_url(job: Job, first: dict, where: str) -> Record:
-  return Record(job.url, job.query, job.concept, 'duplicate_url',
-                sha256=first['sha256'], phash=first['phash'], width=first['width'],
-                height=first['height'], detail=f'{where}, status {first["status"]}')
+  return _record(job, 'duplicate_url', sha256=first['sha256'], phash=first['phash'],
+                 width=first['width'], height=first['height'],
+                 detail=f'{where}, status {first["status"]}')
 
 
 def download(jobs: Iterable[Job], sink: Sink, options: DownloadOptions = DownloadOptions(),

@@ -1,6 +1,7 @@
 r"""The downloader on its own: a list of image URLs in, checked images and a results table out.
 
   python -m ie_jax.web.download URLS OUT [--url_column url] [--min_side 64] [--short_side 256]
+      [--output_format files|webdataset] [--shard_size 1000]
       [--per_host 8] [--concurrency 64] [--allow_network 192.168.0.0/16] [--file_root DIR]
 
 URLS is a .txt (one URL per line, '#' comments), .csv or .tsv (a header with `url`, or
@@ -14,6 +15,14 @@ most --short_side); `results.jsonl`, one line per URL attempted (its input row a
 status, sha256, phash, width, height, detail; the statuses are
 `ie_jax.web.records.REASONS`); and `captions.jsonl` (file, caption) for the kept images, so
 that OUT is a corpus the offline engine indexes (`python -m ie_jax.web.local index OUT`).
+With --output_format webdataset the kept images go into tar shards instead,
+`shards/shard-000000.tar`, ..., --shard_size images each, as `<sha256>.jpg` with its
+caption (`.txt`) and its result line (`.json`): the layout the offline engine also indexes.
+With --output_format array_record they go into `array_record/`, the explorer's own store
+(`ie_jax.web.store.WebStore`, iteration 0): `images-00000-PPP.array_record`, one JPEG per
+record, and beside each its `manifest-00000-PPP.jsonl`, the result line and caption of each
+record in order; Grain reads the parts directly. Either way a shard is renamed into place
+only when whole, and its images' result lines are written only then.
 A stopped run
 resumes with the same command: URLs with a final status are not fetched again (transient
 failures, such as timeouts or a 503, are retried), and images kept before still count for
@@ -25,12 +34,15 @@ import collections
 import csv
 import dataclasses
 import json
+import io
 import logging
 import os
 import sys
+import tarfile
 
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import download, fetch, validate
+from ie_jax.web import store as store_lib
 from ie_jax.web.records import OK, Job, Record, is_transient
 
 log = logging.getLogger(__name__)
@@ -123,18 +135,40 @@ def image_path(out: str, sha256: str) -> str:
   return os.path.join(out, 'images', sha256[:2], sha256 + '.jpg')
 
 
-class FileSink:
-  """Writes each kept image (atomically), then its caption line, then its result line."""
+class _ResultsSink:
+  """The results table both outputs share: one line per URL, appended and flushed."""
 
   def __init__(self, out: str, rows: dict[str, Row]):
     self.out = out
     self._rows = rows  # url -> its (first) input row
     self._results = open(os.path.join(out, RESULTS), 'a', encoding='utf-8')
-    self._captions = open(os.path.join(out, CAPTIONS), 'a', encoding='utf-8')
     self.counts = collections.Counter()
 
-  def __call__(self, record: Record) -> None:
+  def result(self, record: Record) -> dict:
     row = self._rows[record.url]
+    result = {'row': row.row, 'key': row.key, **record.manifest_row()}
+    for unused in ('query', 'concept', 'caption'):
+      result.pop(unused)
+    return result
+
+  def write_results(self, results: list[dict]) -> None:
+    for result in results:
+      self._results.write(json.dumps(result) + '\n')
+      self.counts[result['status']] += 1
+    self._results.flush()
+
+  def close(self) -> None:
+    self._results.close()
+
+
+class FileSink(_ResultsSink):
+  """Writes each kept image (atomically), then its caption line, then its result line."""
+
+  def __init__(self, out: str, rows: dict[str, Row]):
+    super().__init__(out, rows)
+    self._captions = open(os.path.join(out, CAPTIONS), 'a', encoding='utf-8')
+
+  def __call__(self, record: Record) -> None:
     if record.status == OK:
       path = image_path(self.out, record.sha256)
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -142,18 +176,120 @@ class FileSink:
         f.write(record.jpeg)
       os.replace(path + '.tmp', path)
       self._captions.write(json.dumps({'file': os.path.relpath(path, self.out),
-                                       'caption': row.caption}) + '\n')
+                                       'caption': self._rows[record.url].caption}) + '\n')
       self._captions.flush()
-    result = {'row': row.row, 'key': row.key, **record.manifest_row()}
-    for unused in ('query', 'concept'):
-      result.pop(unused)
-    self._results.write(json.dumps(result) + '\n')
-    self._results.flush()
-    self.counts[record.status] += 1
+    self.write_results([self.result(record)])
 
   def close(self) -> None:
-    self._results.close()
+    super().close()
     self._captions.close()
+
+
+def shard_path(out: str, number: int) -> str:
+  return os.path.join(out, 'shards', f'shard-{number:06d}.tar')
+
+
+class _ShardSink(_ResultsSink):
+  """Kept images into shards of `shard_size`, each written under a temporary name and
+  renamed whole; only then are its images' result lines written. A killed run leaves an
+  unfinished shard whose images have no result line, so the resumed run drops it and
+  fetches exactly those images again. Failures' result lines are written at once.
+
+  Subclasses open a shard (`_open`), add an image to it (`_add`) and commit it (`_commit`).
+  """
+
+  def __init__(self, out: str, rows: dict[str, Row], shard_size: int):
+    super().__init__(out, rows)
+    if shard_size < 1:
+      raise ValueError(f'shard_size must be at least 1, not {shard_size}.')
+    self.shard_size = shard_size
+    self._shard, self._pending = None, []
+
+  def __call__(self, record: Record) -> None:
+    result = self.result(record)
+    if record.status != OK:
+      self.write_results([result])
+      return
+    if self._shard is None:
+      self._shard = self._open()
+    self._add(record, result, self._rows[record.url].caption)
+    self._pending.append(result)
+    if len(self._pending) >= self.shard_size:
+      self._finish()
+
+  def _finish(self) -> None:
+    self._commit()
+    self.write_results(self._pending)
+    self._shard, self._pending = None, []
+
+  def close(self) -> None:
+    if self._shard is not None:
+      self._finish()
+    super().close()
+
+
+class TarSink(_ShardSink):
+  """Webdataset shards `shards/shard-NNNNNN.tar`: each image as `<sha256>.jpg`, `.txt`
+  (caption) and `.json` (result line); unfinished shards are `.tar.tmp`."""
+
+  def __init__(self, out: str, rows: dict[str, Row], shard_size: int):
+    super().__init__(out, rows, shard_size)
+    directory = os.path.dirname(shard_path(out, 0))
+    os.makedirs(directory, exist_ok=True)
+    numbers = []
+    for name in os.listdir(directory):
+      if name.endswith('.tar.tmp'):  # a killed run's unfinished shard
+        os.remove(os.path.join(directory, name))
+      elif name.startswith('shard-') and name.endswith('.tar'):
+        numbers.append(int(name[len('shard-'):-len('.tar')]))
+    self._next = max(numbers, default=-1) + 1
+
+  def _open(self):
+    return tarfile.open(shard_path(self.out, self._next) + '.tmp', 'w')
+
+  def _add(self, record: Record, result: dict, caption: str) -> None:
+    for suffix, data in (('jpg', record.jpeg), ('txt', caption.encode('utf-8')),
+                         ('json', json.dumps(result).encode('utf-8'))):
+      info = tarfile.TarInfo(f'{record.sha256}.{suffix}')
+      info.size = len(data)
+      self._shard.addfile(info, io.BytesIO(data))
+
+  def _commit(self) -> None:
+    path = shard_path(self.out, self._next)
+    self._shard.close()
+    with open(path + '.tmp', 'rb') as f:
+      os.fsync(f.fileno())
+    os.replace(path + '.tmp', path)
+    self._next += 1
+
+
+class ArrayRecordSink(_ShardSink):
+  """The explorer's store format (`store.WebStore`, iteration 0) under `array_record/`:
+  parts of JPEG records, each record's manifest row its result line plus its caption.
+  The store's own commit renames a part whole; its uncommitted parts are removed here."""
+
+  MAX_PARTS = 1000  # the store's part numbers have three digits
+
+  def __init__(self, out: str, rows: dict[str, Row], shard_size: int):
+    super().__init__(out, rows, shard_size)
+    self.store = store_lib.WebStore(os.path.join(out, 'array_record'))
+    self.store.remove_uncommitted()
+
+  def _open(self):
+    if len(self.store.parts(0)) >= self.MAX_PARTS:
+      raise ValueError(f'{self.store.root} holds {self.MAX_PARTS} parts, the most it can: '
+                       'use a larger --shard_size or another output directory.')
+    return self.store.writer(0)
+
+  def _add(self, record: Record, result: dict, caption: str) -> None:
+    self._shard.add(record.jpeg, {**result, 'caption': caption})
+
+  def _commit(self) -> None:
+    self._shard.commit()
+
+  def close(self) -> None:
+    super().close()
+    self.store.close()
 
 
 def print_table(counts: collections.Counter, already: int, file=None) -> None:
@@ -187,7 +323,15 @@ def main(argv=None) -> int:
                       help='a directory file:// URLs may read (repeatable)')
   parser.add_argument('--decode_processes', type=int, default=-1,
                       help='-1: one per core; 0: threads in this process')
+  parser.add_argument('--output_format', choices=('files', 'webdataset', 'array_record'),
+                      default='files', help="'files': images/ab/<sha256>.jpg and "
+                      "captions.jsonl; 'webdataset': shards/shard-NNNNNN.tar; "
+                      "'array_record': array_record/images-00000-PPP.array_record")
+  parser.add_argument('--shard_size', type=int, default=1000,
+                      help='images per webdataset shard or ArrayRecord part')
   args = parser.parse_args(argv)
+  if args.shard_size < 1:
+    parser.error(f'--shard_size must be at least 1, not {args.shard_size}')
   logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
   try:
     rows, unusable = read_urls(args.urls, args.url_column, args.caption_column,
@@ -217,12 +361,18 @@ def main(argv=None) -> int:
       decode_processes=args.decode_processes)
   print(f'{len(urls)} URLs in {args.urls} ({unusable} rows without one); '
         f'{len(urls) - len(jobs)} already done or repeated; fetching {len(jobs)}.')
-  sink = FileSink(args.out, first)
+  if args.output_format == 'webdataset':
+    sink = TarSink(args.out, first, args.shard_size)
+    where = os.path.join(args.out, 'shards')
+  elif args.output_format == 'array_record':
+    sink = ArrayRecordSink(args.out, first, args.shard_size)
+    where = sink.store.root
+  else:
+    sink, where = FileSink(args.out, first), os.path.join(args.out, 'images')
   try:
     download.download(jobs, sink, options, dedup=dedup)
   finally:
     sink.close()
   print_table(sink.counts, len(finished & set(urls)))
-  print(f'images: {os.path.join(args.out, "images")}; one line per URL: '
-        f'{os.path.join(args.out, RESULTS)}')
+  print(f'images: {where}; one line per URL: {os.path.join(args.out, RESULTS)}')
   return 0

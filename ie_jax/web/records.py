@@ -63,10 +63,11 @@ def is_transient(status: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One URL to fetch, with the search that found it."""
+  """One URL to fetch, with the search that found it and the engine's caption (title)."""
   url: str
   query: str = ''
   concept: str = ''
+  caption: str = ''
 
 
 @dataclasses.dataclass
@@ -74,7 +75,7 @@ class Record:
   """The outcome of one job.
 
   Attributes:
-    url, query, concept: copied from the job.
+    url, query, concept, caption: copied from the job.
     status: 'ok' or a reason (see `REASONS`).
     sha256: hex digest of `jpeg` (also set on duplicates: the digest they matched).
     phash: 16 hex digits of the 64-bit perceptual hash of the kept image.
@@ -94,6 +95,7 @@ class Record:
   jpeg: bytes | None = None
   detail: str = ''
   thumb: bytes | None = None
+  caption: str = ''
 
   def manifest_row(self) -> dict:
     """Everything but the image bytes, e.g. for a manifest or a log line."""

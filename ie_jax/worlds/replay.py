@@ -44,9 +44,12 @@ class Web:
   Attributes:
     results: (concepts, n) index rows each concept's query returns, best first (-1: none).
     relevant: (rows,) bool, the ground truth of each index row.
+    captions: (rows, d) unit embeddings of each row's caption (for `gp_points='captions'`:
+      the engine's title of an image, embedded as the explorer embeds it), or None.
   """
   results: np.ndarray
   relevant: np.ndarray
+  captions: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +96,15 @@ def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
   image_reward = oracle_reward(web.relevant) if image_reward is None else image_reward
   vocab_size = len(embeddings)
   obs = policy.Observations(vocab_size)
+  images = policy.ImageObservations()
+  if policy_config.gp_points == 'captions' and web.captions is None:
+    raise ValueError("gp_points='captions' needs the web's caption embeddings.")
   searched = policy.Searched(np.arange(vocab_size) if queries is None else queries)
   seen = np.zeros(len(web.relevant), bool)
   out = {'precision': [], 'new': [], 'dry': [], 'drawn': []}
   for it in range(budget.iterations):
-    probs = policy.distribution(embeddings, obs, policy_config, searched=searched)
+    probs = policy.distribution(embeddings, obs, policy_config, searched=searched,
+                                images=images)
     drawn = policy.sample_queries(
         probs, budget.queries, mode=policy_config.mode, seed=policy.query_seed(seed, it),
         replace=policy_config.replace,
@@ -116,6 +123,9 @@ def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
     obs = obs.add(concepts, scores)
     searched = searched.add(drawn)
     got = np.concatenate(new_rows) if new_rows else np.zeros((0,), np.int64)
+    if policy_config.gp_points == 'captions':  # the explorer's `update`: kept images
+      images = images.add(got.astype(np.uint64), web.captions[got], image_reward[got],
+                          policy_config.max_captions)
     out['precision'].append(float(web.relevant[got].mean()) if len(got) else float('nan'))
     out['new'].append(int(len(got)))
     out['dry'].append(int(sum(len(r) == 0 for r in new_rows)))
@@ -203,7 +213,8 @@ def load_web(world: world_format.World, lemmas, images: int, *, text_model=None,
   embedder = local_index.load_embedder(text_model)
   queries = text_embed.embed_cached(list(lemmas), embedder, progress=progress)
   relevant = world_format.relevant_rows(world, index.urls, truth)
-  return Web(engine_results(index.embeddings, queries, images, progress), relevant)
+  return Web(engine_results(index.embeddings, queries, images, progress), relevant,
+             np.asarray(index.embeddings, np.float32))
 
 
 def main(argv=None) -> int:
