@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
 from ie_jax import explorer_setup
-from ie_jax.concepts import gpr, policy
+from ie_jax.concepts import caption_gp, gpr, policy
 from ie_jax.utils import config_files
 from ie_jax.worlds import replay, world_format
 import results_io  # bench/, the script's own directory
@@ -96,11 +96,11 @@ def caption_predictions(captions, observed, rest) -> dict:
   """
   web_captions, results, relevant, queries = captions
   seen = np.unique(results[observed][results[observed] >= 0])
-  images = policy.ImageObservations().add(seen.astype(np.uint64), web_captions[seen],
+  images = caption_gp.ImageObservations().add(seen.astype(np.uint64), web_captions[seen],
                                           relevant[seen], limit=len(seen))
   out = {}
   for length_scale in (0.3, 0.5, 0.8):
-    out[f'caption GP, length scale {length_scale}, mu+sigma'] = policy.caption_scores(
+    out[f'caption GP, length scale {length_scale}, mu+sigma'] = caption_gp.caption_scores(
         queries[rest], images, length_scale=length_scale)
   sims = queries[rest] @ web_captions[seen].T
   nearest = np.argpartition(-sims, 9, axis=1)[:, :10]

@@ -20,13 +20,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ie_jax import (explorer_setup, explorer_state, query_results, report, reward, search_phase,
-                    train)
+from ie_jax import (caption_book, explorer_setup, explorer_state, query_results, report,
+                    reward, search_phase, train)
 from ie_jax.concepts import cache as concepts_cache
-from ie_jax.concepts import policy, query_scores
+from ie_jax.concepts import caption_gp, policy, query_scores
 from ie_jax.data import pipeline
-from ie_jax.data import target as target_lib
-from ie_jax.eval import knn, metrics
+from ie_jax.eval import knn_monitor
 from ie_jax.utils import disk, distributed, failpoints, sharding
 from ie_jax.web import shards
 from ie_jax.web import store as store_lib
@@ -68,7 +67,7 @@ class Explorer:
     self.embed_fn = train.make_embed_step(self.mesh, model=self.model)
     # Built once: a fresh jit per iteration would recompile every time.
     self.knn_reward = reward.make_knn_reward(self.mesh, k=config.explore.reward_k)
-    self.knn_classify = knn.make_knn(self.mesh)
+    self.knn_accuracy = knn_monitor.KnnMonitor(config, self.target, self.mesh)
     self.writer = explorer_setup.metric_writer(workdir)
     self.rng = jax.random.key(config.seed)
     self.state = explorer_state.ExplorerState()
@@ -81,7 +80,6 @@ class Explorer:
     self.policy_config = explorer_setup.policy_config(config)
     self.scoring = explorer_setup.query_scoring(config)
     self.descriptors = explorer_setup.descriptor_sampler(config)
-    self._knn_data = None
     self._caption_embedder = None  # loaded on first use (gp_input='captions')
 
   # Bookkeeping.
@@ -123,14 +121,9 @@ class Explorer:
     values = self.side.load_array(self.state, 'reward_values', np.zeros((0,), np.float32))
     return dict(zip(keys.tolist(), values.tolist()))
 
-  def images(self) -> policy.ImageObservations:
+  def images(self) -> caption_gp.ImageObservations:
     """The downloaded images the 'captions' GP is fitted to (gp_input='captions')."""
-    keys = self.side.load_array(self.state, 'caption_keys', np.zeros((0,), np.uint64))
-    if not keys.size:
-      return policy.ImageObservations()
-    return policy.ImageObservations(
-        keys, self.side.load_array(self.state, 'caption_embeddings', None),
-        self.side.load_array(self.state, 'caption_rewards', None))
+    return caption_book.load(self.side, self.state)
 
   def replay_refs(self) -> np.ndarray:
     return self.side.load_array(self.state, 'replay', np.zeros((0, 2), np.int64))
@@ -230,22 +223,6 @@ class Explorer:
     return {**monitor, 'candidates': len(kept),
             **{k: float(f(kept)) if len(kept) else float('nan') for k, f in stats.items()}}
 
-  def knn_accuracy(self, train_feats, embed, kwargs) -> float:
-    """k-NN accuracy (mAP if multi-label) of the current encoder on target test images.
-
-    Monitoring only (the paper's k-NN learning curves): the explorer never uses labels.
-    """
-    if self._knn_data is None:
-      test = target_lib.load(self.config.target, 'test')
-      n = min(self.config.explore.knn_eval_examples, len(test.source))
-      self._knn_data = (knn.one_hot(self.target.labels(), len(self.target.class_names)),
-                        test.source, np.asarray(test.labels())[:n], n)
-    bank_targets, test_source, test_labels, n = self._knn_data
-    queries = reward.embed_images(target_lib.Head(test_source, n), embed, self.mesh,
-                                  desc='embed test', **kwargs)
-    scores, _ = self.knn_classify(train_feats, bank_targets, queries)
-    return metrics.score(test_labels, scores, self.target.multi_label)
-
   def train(self) -> dict:
     cfg, it = self.config.explore, self.state.iteration
     order = self.candidates(it)
@@ -326,8 +303,12 @@ class Explorer:
       self.side.save_array(self.state, 'reward_keys', np.fromiter(book, np.uint64, len(book)))
       self.side.save_array(self.state, 'reward_values',
                            np.fromiter(book.values(), np.float32, len(book)))
-    if self.policy_config.gp_points == 'captions':
-      self.add_captions(it, rewards)
+    if self.policy_config.gp_points == 'captions':  # only process 0 samples, and embeds
+      if self.primary and self._caption_embedder is None:
+        self._caption_embedder = explorer_setup.caption_embedder(self.config)
+      caption_book.add(self.side, self.state, self.ok_rows(it), rewards,
+                       self._caption_embedder if self.primary else None,
+                       self.policy_config.max_captions)
     done = self.side.load_array(self.state, 'searched', np.zeros((0,), np.int64))
     self.side.save_array(self.state, 'searched', np.union1d(done, drawn).astype(np.int64))
     failpoints.hit('update')
@@ -336,26 +317,6 @@ class Explorer:
     return {'concepts_scored': len(scored), 'queries_without_new_images': sum(
         1 for r in results if not r.new.size), 'best_concepts': best,
             'observations': len(obs.concepts)}
-
-  def add_captions(self, it: int, rewards: np.ndarray) -> None:
-    """Adds iteration `it`'s kept images, their captions embedded, to the 'captions' GP's
-    points. Only process 0 samples, so only it embeds; the others record the names."""
-    images = policy.ImageObservations()
-    if self.primary:
-      rows = [r for r in self.ok_rows(it) if str(r.get('caption') or '').strip()]
-      images = self.images()
-      if rows:
-        if self._caption_embedder is None:
-          self._caption_embedder = explorer_setup.caption_embedder(self.config)
-        embedded = self._caption_embedder.embed([r['caption'] for r in rows],
-                                                progress=False)
-        images = images.add([query_results.sha_key(r['sha256']) for r in rows], embedded,
-                            rewards[[r['index'] for r in rows]],
-                            self.policy_config.max_captions)
-    self.side.save_array(self.state, 'caption_keys', images.keys)
-    self.side.save_array(self.state, 'caption_embeddings', images.embeddings
-                         if images.embeddings is not None else np.zeros((0, 0), np.float32))
-    self.side.save_array(self.state, 'caption_rewards', images.rewards)
 
   # The loop.
 

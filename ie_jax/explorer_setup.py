@@ -92,10 +92,18 @@ def load_concepts(config, world, class_names=()):
     vocab = vocab_lib.load_tsv(world['vocab'])
   else:
     vocab = vocab_lib.load_tsv(name)
+  if config.concepts.gp_input not in GP_INPUTS:
+    raise ValueError(f"config.concepts.gp_input must be one of {GP_INPUTS}, not "
+                     f'{config.concepts.gp_input!r}.')
   embedder = text_embed.TextEmbedder(
       text_embed.resolve_model_dir(config.concepts.text_model or None))
-  embeddings = text_embed.embed_cached(vocab.texts, embedder)
-  if config.concepts.mode in LABEL_MODES:
+  label_mode = config.concepts.mode in LABEL_MODES
+  # The sense texts feed the GP, or the label-set pruning; the caption GP alone needs only
+  # the queries (embedding 16,816 sense texts takes minutes on a fresh CPU machine).
+  embeddings = None
+  if config.concepts.gp_input != 'captions' or label_mode:
+    embeddings = text_embed.embed_cached(vocab.texts, embedder)
+  if label_mode:
     if not class_names:
       raise ValueError(f'Mode {config.concepts.mode!r} needs a target with class names.')
     texts = [f'{name} ({config.concepts.label_category}).' for name in class_names]
@@ -112,9 +120,6 @@ def load_concepts(config, world, class_names=()):
   elif config.concepts.gp_input == 'captions':
     # The GP is fitted to downloaded images' captions and predicts at the query text.
     embeddings = text_embed.embed_cached(vocab.lemmas, embedder)
-  elif config.concepts.gp_input != 'text':
-    raise ValueError(f"config.concepts.gp_input must be one of {GP_INPUTS}, not "
-                     f'{config.concepts.gp_input!r}.')
   return vocab, embeddings
 
 

@@ -11,7 +11,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF
 
 from ie_jax.concepts import gpr
-from ie_jax.concepts import policy, query_scores
+from ie_jax.concepts import caption_gp, policy, query_scores
 
 
 def unit_vectors(rng, n, d=384):
@@ -281,9 +281,9 @@ def test_image_observations_keep_a_uniform_sample_whatever_the_order():
   keys = rng.choice(2**62, size=300, replace=False).astype(np.uint64) * np.uint64(3)
   emb = unit_vectors(rng, 300, d=8).astype(np.float32)
   rewards = rng.random(300).astype(np.float32)
-  one = policy.ImageObservations().add(keys, emb, rewards, limit=100)
+  one = caption_gp.ImageObservations().add(keys, emb, rewards, limit=100)
   order = rng.permutation(300)
-  two = policy.ImageObservations()
+  two = caption_gp.ImageObservations()
   for part in np.array_split(order, 7):  # seven iterations, in another order
     two = two.add(keys[part], emb[part], rewards[part], limit=100)
   assert len(one) == len(two) == 100
@@ -297,7 +297,7 @@ def test_image_observations_keep_a_uniform_sample_whatever_the_order():
 
 def test_image_observations_drop_repeats_uncaptioned_and_non_finite():
   emb = np.eye(4, dtype=np.float32)
-  obs = policy.ImageObservations().add([1, 2], emb[:2], [0.5, 0.6], limit=10)
+  obs = caption_gp.ImageObservations().add([1, 2], emb[:2], [0.5, 0.6], limit=10)
   obs = obs.add([2, 3, 4, 5, 5], np.stack([emb[2], emb[3], np.zeros(4), emb[0], emb[1]]),
                 [0.9, np.nan, 0.1, 0.2, 0.3], limit=10)
   # 2: seen; 3: no reward; 4: no caption (zero embedding); 5 twice: once.
@@ -315,8 +315,8 @@ def test_caption_scores_rank_queries_by_the_rewards_of_captions_near_them():
   captions = centres[topic] + 0.15 * rng.normal(size=(180, 16))
   captions /= np.linalg.norm(captions, axis=1, keepdims=True)
   rewards = np.where(topic == 2, 0.9, 0.2) + 0.02 * rng.normal(size=180)
-  images = policy.ImageObservations().add(np.arange(180), captions, rewards, limit=1000)
-  scores = policy.caption_scores(centres, images, length_scale=0.5)
+  images = caption_gp.ImageObservations().add(np.arange(180), captions, rewards, limit=1000)
+  scores = caption_gp.caption_scores(centres, images, length_scale=0.5)
   assert int(np.argmax(scores)) == 2
   config = policy.PolicyConfig(length_scale=0.5, tier_bounds=(1,), tier_masses=(0.9, 0.1),
                                gp_points='captions')
@@ -324,7 +324,7 @@ def test_caption_scores_rank_queries_by_the_rewards_of_captions_near_them():
   assert probs[2] == pytest.approx(0.9)
   # No image yet: uniform, whatever the concept observations say.
   probs = policy.distribution(centres, policy.Observations(6).add([2], [1.0]), config,
-                              images=policy.ImageObservations())
+                              images=caption_gp.ImageObservations())
   np.testing.assert_allclose(probs, 1 / 6)
   with pytest.raises(ValueError, match='gp_points'):
     policy.PolicyConfig(gp_points='images')

@@ -287,3 +287,21 @@ def test_array_record_parts_hold_every_kept_image_and_resume(site, tmp_path, cap
   resume_after_kill(out, args, hits, lost)
   again = store_lib.WebStore(str(out / 'array_record'))
   assert again.num_images(0) == 5 and not any(n.endswith('.tmp') for n in os.listdir(again.root))
+
+
+def test_a_resumed_run_deletes_only_its_own_unfinished_shards(tmp_path):
+  """OUT is a directory the user named: files ie-jax did not write there survive."""
+  rows = {}
+  (tmp_path / 'shards').mkdir()
+  (tmp_path / 'array_record').mkdir()
+  theirs = [tmp_path / 'shards' / 'mine.tar.tmp', tmp_path / 'shards' / 'notes.tmp',
+            tmp_path / 'array_record' / 'draft.tmp']
+  ours = [tmp_path / 'shards' / 'shard-000003.tar.tmp',
+          tmp_path / 'array_record' / 'images-00000-001.array_record.tmp',
+          tmp_path / 'array_record' / 'manifest-00000-001.jsonl.tmp']
+  for path in theirs + ours:
+    path.write_bytes(b'x')
+  download_tool.TarSink(str(tmp_path), rows, shard_size=2).close()
+  download_tool.ArrayRecordSink(str(tmp_path), rows, shard_size=2).close()
+  assert all(path.exists() for path in theirs)
+  assert not any(path.exists() for path in ours)

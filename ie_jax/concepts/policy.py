@@ -24,7 +24,7 @@ Choices where the paper is silent (also in docs/DECISIONS.md):
     vocabulary concepts);
   - optionally (`PolicyConfig.gp_points='captions'`, not the paper's), the GP is fitted to
     the downloaded images instead of the queries: each image's caption embedding and
-    reward, predicted at each concept's query embedding (`caption_scores`).
+    reward, predicted at each concept's query embedding (`caption_gp.py`).
 """
 import dataclasses
 import math
@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from ie_jax.concepts import gpr
+from ie_jax.concepts import caption_gp, gpr
 
 # Fraction of each iteration's queries that are class names, per mode (paper §3.2).
 LABEL_FRACTION = {
@@ -74,7 +74,7 @@ class PolicyConfig:
       more points, each where its image was found, predict a query's results far better
       from a few hundred queries (docs/DECISIONS.md, "The policy in a finite web").
     max_captions: the most images the 'captions' GP is fitted to (a uniform sample of
-      them, `ImageObservations.add`); 8,192 keeps the fit near a second.
+      them, `caption_gp.ImageObservations.add`); 8,192 keeps the fit near a second.
   """
   mode: str = 'learned'
   smr: float = 3.0
@@ -197,54 +197,6 @@ class Observations:
     return cls(int(state['vocab_size'])).add(state['concepts'], state['scores'])
 
 
-def _mix64(keys: np.ndarray) -> np.ndarray:
-  """A fixed bijective scramble of uint64 keys (splitmix64's finaliser): sorting by it is
-  a uniform random order that does not depend on the order images arrived in."""
-  with np.errstate(over='ignore'):
-    z = keys.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ImageObservations:
-  """Downloaded images as the 'captions' GP sees them; immutable.
-
-  Attributes:
-    keys: (n,) uint64, one per image (its sha256 prefix), unique.
-    embeddings: (n, d) float32 unit embeddings of the images' captions.
-    rewards: (n,) float32 image rewards.
-  """
-  keys: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.uint64))
-  embeddings: np.ndarray | None = None
-  rewards: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
-
-  def __len__(self) -> int:
-    return int(self.keys.size)
-
-  def add(self, keys, embeddings, rewards, limit: int) -> 'ImageObservations':
-    """These images added, keeping at most `limit`: those whose scrambled key is lowest,
-    i.e. a uniform sample of every image seen so far, the same whatever order they came
-    in. Repeated keys, non-finite rewards and zero embeddings (no caption) are dropped."""
-    keys = np.asarray(keys, np.uint64).ravel()
-    embeddings = np.asarray(embeddings, np.float32).reshape(len(keys), -1)
-    rewards = np.asarray(rewards, np.float32).ravel()
-    if not len(keys) == len(rewards):
-      raise ValueError(f'{len(keys)} keys but {len(rewards)} rewards.')
-    keep = np.isfinite(rewards) & (np.abs(embeddings).sum(axis=1) > 0)
-    keep &= ~np.isin(keys, self.keys)
-    keys, embeddings, rewards = keys[keep], embeddings[keep], rewards[keep]
-    _, first = np.unique(keys, return_index=True)
-    keys, embeddings, rewards = keys[first], embeddings[first], rewards[first]
-    if self.embeddings is not None and len(self):
-      keys = np.concatenate([self.keys, keys])
-      embeddings = np.concatenate([self.embeddings, embeddings])
-      rewards = np.concatenate([self.rewards, rewards])
-    order = np.sort(np.argsort(_mix64(keys), kind='stable')[:limit])
-    return ImageObservations(keys[order], embeddings[order], rewards[order])
-
-
 # Steps 2-4: scores -> distribution.
 
 def learned_scores(embeddings, observations: Observations, *, length_scale: float = 1.0,
@@ -275,26 +227,6 @@ def learned_scores(embeddings, observations: Observations, *, length_scale: floa
   mean, std = gpr.gpr_predict(fit, embeddings[unobserved], chunk_size=chunk_size)
   scores[unobserved] = mean.astype(np.float64) + std
   return scores
-
-
-def caption_scores(query_embeddings, images: ImageObservations, *, length_scale: float = 1.0,
-                   alpha: float = 1e-2, normalize_y: bool = True,
-                   chunk_size: int = 8192) -> np.ndarray:
-  """Per-concept score with `gp_points='captions'`: the GP fitted to the images (caption
-  embedding -> reward) predicts mu + sigma at every concept's query embedding, searched or
-  not (its own images are among the points, so a searched concept's prediction says what
-  its query found).
-
-  Args:
-    query_embeddings: (N, d) unit embeddings of each concept's query text.
-    images: at least one image, embedded by the same text model.
-  """
-  if not len(images):
-    raise ValueError('caption_scores needs at least one image observation.')
-  fit = gpr.gpr_fit(images.embeddings, images.rewards.astype(np.float64),
-                    length_scale=length_scale, alpha=alpha, normalize_y=normalize_y)
-  mean, std = gpr.gpr_predict(fit, np.asarray(query_embeddings), chunk_size=chunk_size)
-  return np.asarray(mean, np.float64) + np.asarray(std, np.float64)
 
 
 def range_softmax(scores, smr: float = 3.0) -> np.ndarray:
@@ -333,7 +265,7 @@ def tier(probs, bounds=(250, 1000), masses=(0.8, 0.1, 0.1)) -> np.ndarray:
 def distribution(embeddings, observations: Observations,
                  config: PolicyConfig = PolicyConfig(),
                  searched: 'Searched | None' = None,
-                 images: ImageObservations | None = None) -> np.ndarray:
+                 images: caption_gp.ImageObservations | None = None) -> np.ndarray:
   """The sampling distribution over the (possibly pruned) vocabulary for `config.mode`.
 
   'random' and 'labels+relevant' are uniform; 'learned' and 'labels+learned' run steps
@@ -342,7 +274,7 @@ def distribution(embeddings, observations: Observations,
   their proportions), as long as enough concepts are left to draw from.
 
   With `config.gp_points='captions'`, `embeddings` are the concepts' query embeddings and
-  the scores come from `images` (`caption_scores`); it stays uniform until there is one.
+  the scores come from `images` (`caption_gp.caption_scores`); it stays uniform until there is one.
   """
   n = observations.vocab_size
   # The concepts that may be drawn; a vocabulary searched out allows redraws again.
@@ -356,7 +288,7 @@ def distribution(embeddings, observations: Observations,
   scores = None
   if config.mode in _LEARNED_MODES and config.gp_points == 'captions':
     if images is not None and len(images):
-      scores = caption_scores(np.asarray(embeddings)[allowed], images, **gp)
+      scores = caption_gp.caption_scores(np.asarray(embeddings)[allowed], images, **gp)
   elif config.mode in _LEARNED_MODES and observations.concepts.size:
     scores = learned_scores(embeddings, observations, **gp)[allowed]
   if scores is not None and scores.max() != scores.min():

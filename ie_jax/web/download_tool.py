@@ -33,10 +33,11 @@ import argparse
 import collections
 import csv
 import dataclasses
-import json
 import io
+import json
 import logging
 import os
+import re
 import sys
 import tarfile
 
@@ -185,6 +186,9 @@ class FileSink(_ResultsSink):
     self._captions.close()
 
 
+_SHARD = re.compile(r'^shard-(\d{6,})\.tar(\.tmp)?$')
+
+
 def shard_path(out: str, number: int) -> str:
   return os.path.join(out, 'shards', f'shard-{number:06d}.tar')
 
@@ -237,11 +241,13 @@ class TarSink(_ShardSink):
     directory = os.path.dirname(shard_path(out, 0))
     os.makedirs(directory, exist_ok=True)
     numbers = []
-    for name in os.listdir(directory):
-      if name.endswith('.tar.tmp'):  # a killed run's unfinished shard
+    for name in os.listdir(directory):  # inside OUT, a directory the user named
+      if (match := _SHARD.match(name)) is None:
+        continue  # not ours: never touched
+      if match.group(2):  # a killed run's unfinished shard
         os.remove(os.path.join(directory, name))
-      elif name.startswith('shard-') and name.endswith('.tar'):
-        numbers.append(int(name[len('shard-'):-len('.tar')]))
+      else:
+        numbers.append(int(match.group(1)))
     self._next = max(numbers, default=-1) + 1
 
   def _open(self):

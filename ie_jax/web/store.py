@@ -24,6 +24,9 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 from ie_jax.utils import disk, failpoints
 
 _PART = re.compile(r'^images-(\d{5})-(\d{3})\.array_record$')
+# The temporary names `PartWriter` writes; nothing else in the root is ever deleted (the
+# downloader CLI's root is inside a directory the user named).
+_UNCOMMITTED = re.compile(r'^(images-\d{5}-\d{3}\.array_record|manifest-\d{5}-\d{3}\.jsonl)\.tmp$')
 
 
 def _fsync_rename(tmp: str, final: str) -> None:
@@ -131,7 +134,7 @@ class WebStore:
     Their URLs were not recorded as done, so they are fetched again (via the URL cache).
     """
     for name in os.listdir(self.root):
-      if name.endswith('.tmp'):
+      if _UNCOMMITTED.match(name):
         os.remove(os.path.join(self.root, name))
 
   def parts(self, iteration: int) -> list[str]:

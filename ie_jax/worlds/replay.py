@@ -29,7 +29,7 @@ import sys
 import numpy as np
 import tqdm
 
-from ie_jax.concepts import policy, query_scores
+from ie_jax.concepts import caption_gp, policy, query_scores
 from ie_jax.worlds import world_format
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
   image_reward = oracle_reward(web.relevant) if image_reward is None else image_reward
   vocab_size = len(embeddings)
   obs = policy.Observations(vocab_size)
-  images = policy.ImageObservations()
+  images = caption_gp.ImageObservations()
   if policy_config.gp_points == 'captions' and web.captions is None:
     raise ValueError("gp_points='captions' needs the web's caption embeddings.")
   searched = policy.Searched(np.arange(vocab_size) if queries is None else queries)

@@ -1,0 +1,37 @@
+"""The explorer's side of the caption GP (`gp_input='captions'`): the downloaded images it
+is fitted to, kept in the explorer's side files between iterations.
+
+`load` reads them back; `add` embeds the captions of an iteration's kept images and adds
+them with their rewards (`caption_gp.ImageObservations.add` keeps a uniform sample).
+"""
+import numpy as np
+
+from ie_jax.concepts import caption_gp
+from ie_jax.query_results import sha_key
+
+_KEYS, _EMBEDDINGS, _REWARDS = 'caption_keys', 'caption_embeddings', 'caption_rewards'
+
+
+def load(side, state) -> caption_gp.ImageObservations:
+  keys = side.load_array(state, _KEYS, np.zeros((0,), np.uint64))
+  if not keys.size:
+    return caption_gp.ImageObservations()
+  return caption_gp.ImageObservations(keys, side.load_array(state, _EMBEDDINGS, None),
+                                      side.load_array(state, _REWARDS, None))
+
+
+def add(side, state, rows: list[dict], rewards: np.ndarray, embedder, limit: int) -> None:
+  """Adds the kept `rows` (manifest rows) that have a caption. `embedder` None (processes
+  other than 0, which never sample): only the file names are recorded."""
+  images = caption_gp.ImageObservations()
+  if embedder is not None:
+    rows = [r for r in rows if str(r.get('caption') or '').strip()]
+    images = load(side, state)
+    if rows:
+      embedded = embedder.embed([r['caption'] for r in rows], progress=False)
+      images = images.add([sha_key(r['sha256']) for r in rows], embedded,
+                          rewards[[r['index'] for r in rows]], limit)
+  side.save_array(state, _KEYS, images.keys)
+  side.save_array(state, _EMBEDDINGS, images.embeddings if images.embeddings is not None
+                  else np.zeros((0, 0), np.float32))
+  side.save_array(state, _REWARDS, images.rewards)
