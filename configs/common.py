@@ -158,6 +158,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       search_concurrency=8,
       concurrency=64,
       per_host=8,
+      # A host's limit grows (+1 per limit's worth of timely answers) up to this and halves
+      # on 429, 503, timeouts and refused connections (ie_jax/web/host_slots.py).
+      max_per_host=32,
       # A request this many times slower than its host's median (and >= slow_min_s) gives
       # its host slot back (ie_jax/web/host_slots.py); 0: never.
       slow_factor=4.0,

@@ -33,6 +33,7 @@ def download_options(web_config, extra_file_roots=()) -> download.DownloadOption
   return download.DownloadOptions(
       fetch=fetch.FetchOptions(
           concurrency=web_config.concurrency, per_host=web_config.per_host,
+          max_per_host=web_config.max_per_host,
           slow_factor=web_config.slow_factor, slow_min_s=web_config.slow_min_s,
           total_timeout_s=web_config.timeout_s,
           allow_networks=tuple(n for n in web_config.allow_networks.split(',') if n),

@@ -134,7 +134,8 @@ def test_loopback_is_refused_unless_allowed():
 def test_per_host_limit_is_respected():
   server = FaultServer()
   options = download.DownloadOptions(
-      fetch=dataclasses.replace(FETCH, per_host=2), image=LIMITS, progress=False)
+      fetch=dataclasses.replace(FETCH, per_host=2, max_per_host=2), image=LIMITS,
+      progress=False)  # a fixed limit: max_per_host = per_host
 
   async def go():
     async with serve(server.app()) as base:

@@ -78,3 +78,77 @@ def test_threshold_follows_the_host_median():
         await asyncio.sleep(0.03)
     return slots.threshold_s()
   assert asyncio.run(go()) >= 4 * 0.03
+
+
+class _Failure(Exception):
+  def __init__(self, reason):
+    super().__init__(reason)
+    self.reason = reason
+
+
+def _finish(slots, n, error=None):
+  """`n` requests through `slots`, one after another, each ending with `error` or not."""
+  async def go():
+    for _ in range(n):
+      try:
+        async with slots.slot():
+          if error is not None:
+            raise error
+      except _Failure:
+        pass
+  asyncio.run(go())
+
+
+def test_a_host_that_answers_in_time_gets_more_slots_up_to_the_cap():
+  slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=False, max_limit=9)
+  _finish(slots, 3)  # slow start: a slot per timely answer
+  assert slots.limit == 5
+  _finish(slots, 1, _Failure('http_503'))  # halved, and from now on +1 / limit
+  assert slots.limit == 2.5
+  _finish(slots, 2)  # +1/2.5 +1/2.9
+  assert 2.5 < slots.limit < 4
+  _finish(slots, 200)
+  assert slots.limit == 9  # the cap
+  fixed = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=False)
+  _finish(fixed, 50)
+  assert fixed.limit == 2  # no cap given: the limit is fixed
+
+
+def test_overload_halves_the_limit_and_other_failures_do_not():
+  slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=False, max_limit=32)
+  _finish(slots, 30)  # slow start
+  assert slots.limit == 32
+  _finish(slots, 1, _Failure('http_404'))  # says nothing about load
+  assert slots.limit == 32
+  for reason, expect in (('http_429', 16), ('timeout', 8), ('connection_error', 4),
+                         ('http_503', 2), ('http_429', 1), ('http_429', 1)):
+    _finish(slots, 1, _Failure(reason))
+    assert slots.limit == expect, reason
+
+
+def test_strict_hosts_keep_their_limit():
+  slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=True, max_limit=32)
+  _finish(slots, 100)
+  assert slots.limit == 2
+
+
+def fast_host_concurrency(**fetch_changes) -> int:
+  """The most requests one fast host saw at once over 120 URLs, with per_host=2."""
+  from ie_jax.testing import fault_server  # pylint: disable=g-import-not-at-top
+  state = {'open': 0, 'max_open': 0, 'jpeg': fault_server.GOOD['a.jpg'][0]}
+  options = download.DownloadOptions(
+      fetch=dataclasses.replace(FETCH, per_host=2, slow_factor=0.0, **fetch_changes),
+      image=LIMITS, decode_processes=0, decode_workers=2, progress=False)
+
+  async def go():
+    async with serve(app(state)) as base:
+      jobs = [download.Job(f'{base}/fast/{i}') for i in range(120)]
+      await download.Downloader(options).run(jobs, lambda record: None)
+  asyncio.run(go())
+  return state['max_open']
+
+
+def test_the_downloader_opens_more_connections_to_a_host_that_keeps_up():
+  assert fast_host_concurrency(max_per_host=2) <= 2
+  grown = fast_host_concurrency(max_per_host=8)
+  assert 2 < grown <= 8

@@ -1,8 +1,9 @@
 r"""The downloader on its own: a list of image URLs in, checked images and a results table out.
 
   python -m ie_jax.web.download URLS OUT [--url_column url] [--min_side 64] [--short_side 256]
-      [--output_format files|webdataset] [--shard_size 1000]
-      [--per_host 8] [--concurrency 64] [--allow_network 192.168.0.0/16] [--file_root DIR]
+      [--output_format files|webdataset|array_record] [--shard_size 1000]
+      [--per_host 8] [--max_per_host 32] [--concurrency 64]
+      [--allow_network 192.168.0.0/16] [--file_root DIR]
 
 URLS is a .txt (one URL per line, '#' comments), .csv or .tsv (a header with `url`, or
 --url_column), .jsonl (objects with a `url` field) or .parquet (needs pyarrow) file, with
@@ -321,7 +322,11 @@ def main(argv=None) -> int:
   parser.add_argument('--min_side', type=int, default=64, help='drop smaller images')
   parser.add_argument('--short_side', type=int, default=256,
                       help='resize the short side down to at most this')
-  parser.add_argument('--per_host', type=int, default=fetch.FetchOptions.per_host)
+  parser.add_argument('--per_host', type=int, default=fetch.FetchOptions.per_host,
+                      help='requests in flight to one host at first')
+  parser.add_argument('--max_per_host', type=int, default=fetch.FetchOptions.max_per_host,
+                      help='the most a host that answers in time gets (halved on 429, '
+                      '503, timeouts); set it to --per_host for a fixed limit')
   parser.add_argument('--concurrency', type=int, default=fetch.FetchOptions.concurrency)
   parser.add_argument('--allow_network', action='append', default=[],
                       help='a refused network to allow, e.g. 127.0.0.1/32 (repeatable)')
@@ -361,6 +366,7 @@ def main(argv=None) -> int:
   urls = [row.url for row in rows]
   options = download.DownloadOptions(
       fetch=fetch.FetchOptions(concurrency=args.concurrency, per_host=args.per_host,
+                               max_per_host=max(args.per_host, args.max_per_host),
                                allow_networks=tuple(args.allow_network),
                                file_roots=tuple(args.file_root)),
       image=validate.ImageLimits(min_side=args.min_side, short_side=args.short_side),

@@ -34,7 +34,9 @@ class FetchOptions:
 
   Attributes:
     concurrency: requests in flight at once, over all hosts.
-    per_host: requests in flight at once to one host name.
+    per_host: requests in flight at once to one host name, at first.
+    max_per_host: the most a host's limit grows to while it answers in time; it halves on
+      429, 503, timeouts and connection errors (`host_slots.py`). per_host: fixed.
     connect_timeout_s, read_timeout_s: for the TCP/TLS connect, and for the longest gap
       between two body chunks (a slow drip never ends a total-less read).
     total_timeout_s: for one request from first byte sent to last byte read.
@@ -54,6 +56,7 @@ class FetchOptions:
   """
   concurrency: int = 64
   per_host: int = 8
+  max_per_host: int = 32
   connect_timeout_s: float = 5.0
   read_timeout_s: float = 10.0
   total_timeout_s: float = 30.0
@@ -113,7 +116,8 @@ class Fetcher:
     self._global = asyncio.Semaphore(options.concurrency)
     self._hosts = host_slots.Hosts(options.per_host, slow_factor=options.slow_factor,
                                    slow_min_s=options.slow_min_s,
-                                   host_limits=options.host_limits)
+                                   host_limits=options.host_limits,
+                                   max_per_host=options.max_per_host)
     self._not_before: dict[str, float] = {}  # host -> monotonic time it asked us to wait for
     self._random = random.Random()
 
