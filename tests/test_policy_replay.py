@@ -118,3 +118,25 @@ def test_searched_concepts_get_no_mass_and_tiers_refill():
   np.testing.assert_allclose(probs.sum(), 1.0)
   # The top tier holds two drawable concepts with 0.9 of the mass.
   assert np.sort(probs)[-2:].sum() == pytest.approx(0.9)
+
+
+def test_a_synthetic_reward_has_the_auc_asked_for():
+  from ie_jax.worlds import diagnose  # pylint: disable=g-import-not-at-top
+  relevant = np.random.default_rng(1).random(20_000) < 0.1
+  for auc in (0.5, 0.7, 0.9):
+    got = diagnose._auc(relevant, replay.synthetic_reward(relevant, auc, seed=3))  # pylint: disable=protected-access
+    assert abs(got - auc) < 0.02, (auc, got)
+  with pytest.raises(ValueError, match='0.5 <= AUC < 1'):
+    replay.synthetic_reward(relevant, 1.0)
+
+
+def test_a_better_reward_gets_more_of_the_room():
+  """The rows `--reward_auc` adds: a worse reward, a lower precision; a near-perfect one,
+  near the oracle's."""
+  web, embeddings, queries = generated_web()
+  result = replay.compare(web, embeddings, POLICY, SCORING, BUDGET, seeds=[0, 1, 2],
+                          queries=queries, reward_aucs=(0.6, 0.99))
+  means = mean_precisions(result)
+  assert means['random'] < means['learned, reward AUC 0.60'] < means[
+      'learned, reward AUC 0.99'], means
+  assert means['learned, reward AUC 0.99'] >= 0.8 * means['learned, oracle reward'], means

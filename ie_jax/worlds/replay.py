@@ -16,6 +16,12 @@ images per query) and with its seeds:
 * **ceiling**: an omniscient greedy chooser that picks each iteration's queries by how
   many new relevant images their results hold.
 
+`--reward_auc 0.7,0.9` adds a `learned` row per value, fed a synthetic reward of that
+quality: relevant + noise, unstructured (`synthetic_reward`). It answers how good a reward
+the policy needs on the world; a real encoder's errors are structured (whole families of
+images score high together), so it is an upper bound for an encoder of the same AUC
+(`python -m ie_jax.worlds.diagnose` replays a run's real reward).
+
 It prints precision per iteration and the share of the room between random and the
 ceiling that the learned policy captures. Fast: a minute for three seeds on the demo world
 once the concept and query embeddings are cached.
@@ -24,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import statistics
 import sys
 
 import numpy as np
@@ -80,6 +87,17 @@ def engine_results(index_embeddings, query_embeddings, n: int, progress: bool = 
 
 def oracle_reward(relevant: np.ndarray) -> np.ndarray:
   return relevant.astype(np.float64)
+
+
+def synthetic_reward(relevant: np.ndarray, auc: float, seed: int = 0) -> np.ndarray:
+  """An image reward whose AUC for relevant vs other images is `auc` in expectation:
+  d * relevant + N(0, 1), with d = sqrt(2) * Phi^-1(auc) (the AUC of two unit normals d
+  apart is Phi(d / sqrt(2)))."""
+  if not 0.5 <= auc < 1:
+    raise ValueError(f'A synthetic reward needs 0.5 <= AUC < 1, not {auc}.')
+  d = np.sqrt(2.0) * statistics.NormalDist().inv_cdf(auc)
+  noise = np.random.default_rng(seed).standard_normal(len(relevant))
+  return d * np.asarray(relevant, np.float64) + noise
 
 
 def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
@@ -174,14 +192,22 @@ def captured(random_mean: float, learned_mean: float, ceiling_mean: float) -> fl
 
 
 def compare(web: Web, embeddings, policy_config: policy.PolicyConfig,
-            scoring: query_scores.QueryScoring, budget: Budget, seeds, queries=None) -> dict:
-  """Random, learned with the oracle reward, and the ceiling over `seeds`."""
+            scoring: query_scores.QueryScoring, budget: Budget, seeds, queries=None,
+            reward_aucs=()) -> dict:
+  """Random, learned with the oracle reward (and with synthetic rewards of the AUCs in
+  `reward_aucs`), and the ceiling over `seeds`."""
   rows = {'random': {}, 'learned, oracle reward': {}}
+  rewards = {'learned, oracle reward': None}
+  for auc in reward_aucs:
+    rows[f'learned, reward AUC {auc:.2f}'] = {}
   for seed in seeds:
     rows['random'][seed] = run_policy(web, embeddings, random_policy_config(policy_config),
                                       scoring, budget, seed=seed, queries=queries)
-    rows['learned, oracle reward'][seed] = run_policy(web, embeddings, policy_config, scoring,
-                                                      budget, seed=seed, queries=queries)
+    for auc in reward_aucs:  # a fresh draw of the noise per seed, as a fresh encoder's
+      rewards[f'learned, reward AUC {auc:.2f}'] = synthetic_reward(web.relevant, auc, seed)
+    for name, reward in rewards.items():
+      rows[name][seed] = run_policy(web, embeddings, policy_config, scoring, budget,
+                                    seed=seed, image_reward=reward, queries=queries)
   top = ceiling(web, budget)  # deterministic: the same for every seed
   rows['ceiling'] = {seed: top for seed in seeds}
   means = {name: float(np.mean([np.nanmean(r['precision']) for r in runs.values()]))
@@ -226,7 +252,16 @@ def main(argv=None) -> int:
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--iterations', type=int, default=0, help='0: the config\'s')
   parser.add_argument('--json', default='', help='also write the results here')
+  parser.add_argument('--reward_auc', default='',
+                      help='e.g. 0.7,0.9: also replay with synthetic rewards of these AUCs')
   args = parser.parse_args(argv)
+  try:
+    aucs = [float(a) for a in args.reward_auc.split(',') if a.strip()]
+    for auc in aucs:
+      synthetic_reward(np.zeros(1, bool), auc)  # checks the range before the slow part
+  except ValueError as e:
+    print(f'error: --reward_auc: {e}', file=sys.stderr)
+    return 1
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
   from ie_jax import explorer_setup  # pylint: disable=g-import-not-at-top
   from ie_jax.utils import config_files  # pylint: disable=g-import-not-at-top
@@ -245,7 +280,7 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(',')]
   result = compare(web, embeddings, explorer_setup.policy_config(config),
                    explorer_setup.query_scoring(config), budget, seeds,
-                   queries=policy.Searched.by_text(vocab.lemmas).queries)
+                   queries=policy.Searched.by_text(vocab.lemmas).queries, reward_aucs=aucs)
   print(f'{world.name}: {len(web.relevant)} web images, {100 * web.relevant.mean():.2f}% '
         f'relevant; {len(vocab)} concepts; {budget.iterations} iterations x '
         f'{budget.queries} queries x {budget.images} images')
