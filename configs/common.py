@@ -152,9 +152,11 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # Web section: the search engine and the downloader.
   config.web = ml_collections.ConfigDict(dict(
-      engine='local',              # local | openverse | flickr | wikimedia | clip_retrieval | google
+      # local | url_corpus | openverse | flickr | wikimedia | clip_retrieval | google
+      engine='local',
       engine_url='',               # base URL override (self-hosted clip-retrieval, tests)
       local_index='',              # index directory of the local engine
+      url_index='',                # index directory of the url_corpus engine (a url table's)
       search_concurrency=8,
       concurrency=64,
       per_host=8,

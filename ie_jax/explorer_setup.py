@@ -167,6 +167,13 @@ def make_engine(config, world, query_cache: engines.QueryCache):
       raise ValueError("config.web.engine='local' needs config.web.local_index or a "
                        'config.world.')
     engine = local.LocalEngine(index, model_dir=config.concepts.text_model or None)
+  elif web.engine == 'url_corpus':
+    from ie_jax.web import url_corpus  # pylint: disable=g-import-not-at-top
+    if not web.url_index:
+      raise ValueError("config.web.engine='url_corpus' needs config.web.url_index: an index "
+                       'built with python -m ie_jax.web.url_corpus index TABLE --out DIR.')
+    engine = url_corpus.UrlCorpusEngine(web.url_index,
+                                        model_dir=config.concepts.text_model or None)
   else:
     kwargs = {'base_url': web.engine_url} if web.engine_url else {}
     engine = engines.make(web.engine, **kwargs)

@@ -310,10 +310,10 @@ def test_nearest_is_exact_with_deterministic_ties(use_faiss):
   matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
   if use_faiss:
     pytest.importorskip('faiss')
-    faiss_index = local._faiss_index(matrix)
+    faiss_index = local.faiss_index(matrix)
   for q in (matrix[5] + 0.01 * rng.normal(size=16), rng.normal(size=16)):
     q = (q / np.linalg.norm(q)).astype(np.float32)
     scores = matrix.astype(np.float64) @ q
     want = np.lexsort((np.arange(400), -scores))
     for n in (1, 10, 150, 400, 500):
-      np.testing.assert_array_equal(local._nearest(matrix, q, n, faiss_index), want[:n])
+      np.testing.assert_array_equal(local.nearest(matrix, q, n, faiss_index), want[:n])

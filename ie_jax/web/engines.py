@@ -16,6 +16,7 @@ from ie_jax.web.flickr import Flickr
 from ie_jax.web.google_cse import GoogleCustomSearch
 from ie_jax.web.local import LocalEngine
 from ie_jax.web.openverse import Openverse
+from ie_jax.web.url_corpus import UrlCorpusEngine
 from ie_jax.web.wikimedia import WikimediaCommons
 
 
@@ -33,6 +34,7 @@ ENGINES = {
     'wikimedia': WikimediaCommons,
     'clip_retrieval': ClipRetrieval,
     'google': GoogleCustomSearch,
+    'url_corpus': UrlCorpusEngine,
 }
 
 

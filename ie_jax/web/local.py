@@ -147,8 +147,8 @@ class LocalEngine:
     self._faiss = None
     if self.mode == 'embedding':
       rows = len(self.index.captions)
-      if use_faiss or (use_faiss is None and rows >= faiss_min_rows and _has_faiss()):
-        self._faiss = _faiss_index(self.index.embeddings)
+      if use_faiss or (use_faiss is None and rows >= faiss_min_rows and has_faiss()):
+        self._faiss = faiss_index(self.index.embeddings)
     self.uses_faiss = self._faiss is not None
 
   @staticmethod
@@ -177,10 +177,10 @@ class LocalEngine:
     if self.mode == 'keyword':
       return self._keywords.search(query, n)
     q = self._embedder.embed([query], progress=False)[0]
-    return _nearest(self.index.embeddings, q, n, self._faiss)
+    return nearest(self.index.embeddings, q, n, self._faiss)
 
 
-def _nearest(matrix: np.ndarray, q: np.ndarray, n: int, faiss_index=None) -> np.ndarray:
+def nearest(matrix: np.ndarray, q: np.ndarray, n: int, faiss_index=None) -> np.ndarray:
   """Rows of the n largest `matrix @ q`, best first, ties to the lower row."""
   rows = len(matrix)
   n = min(n, rows)
@@ -205,7 +205,7 @@ def _nearest(matrix: np.ndarray, q: np.ndarray, n: int, faiss_index=None) -> np.
   return candidates[np.lexsort((candidates, -exact))][:n]
 
 
-def _has_faiss() -> bool:
+def has_faiss() -> bool:
   try:
     import faiss  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -213,12 +213,18 @@ def _has_faiss() -> bool:
   return True
 
 
-def _faiss_index(matrix: np.ndarray):
+def faiss_index(matrix: np.ndarray):
   import faiss  # pylint: disable=g-import-not-at-top
   index = faiss.IndexFlatIP(matrix.shape[1])
   for start in range(0, len(matrix), _CHUNK):  # float32 copies one chunk at a time
     index.add(np.ascontiguousarray(matrix[start:start + _CHUNK], np.float32))
   return index
+
+
+def print_search(engine, query: str, n: int) -> None:
+  """The CLIs' `search`: one tab-separated line per result (rank, caption, URL)."""
+  for result in asyncio.run(engine.search(query, n)):
+    print(f'{result.rank}\t{result.title}\t{result.url}')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,9 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             f'{args.out or local_index.default_index_dir(args.corpus_dir)}; skipped: '
             f'{manifest["skipped"] or "none"}.')
     else:
-      engine = LocalEngine(args.index_dir, mode=args.mode, model_dir=args.model_dir)
-      for result in asyncio.run(engine.search(args.query, args.n)):
-        print(f'{result.rank}\t{result.title}\t{result.url}')
+      print_search(LocalEngine(args.index_dir, mode=args.mode, model_dir=args.model_dir),
+                   args.query, args.n)
   except (corpus.CorpusError, local_index.LocalIndexError, text_embed.ModelNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
