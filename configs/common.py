@@ -161,7 +161,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       concurrency=64,
       per_host=8,
       # A host's limit grows (+1 per limit's worth of timely answers) up to this and halves
-      # on 429, 503, timeouts and refused connections (ie_jax/web/host_slots.py).
+      # on 429, 503, and on timeouts and refused connections when they are half of its
+      # recent requests (ie_jax/web/host_slots.py).
       max_per_host=32,
       # A request this many times slower than its host's median (and >= slow_min_s) gives
       # its host slot back (ie_jax/web/host_slots.py); 0: never.

@@ -52,7 +52,7 @@ def caption(i: int) -> str:
 
 
 def write_table(path, rows: int, base: str, bad: bool = True):
-  """A CSV of `rows` good rows (image i at BASE/img/i), and 5 bad ones after row 10."""
+  """A CSV of `rows` good rows (image i at BASE/img/i), and 6 bad ones after row 10."""
   with open(path, 'w', newline='', encoding='utf-8') as f:
     w = csv.writer(f)
     w.writerow(['url', 'caption', 'other'])
@@ -64,6 +64,7 @@ def write_table(path, rows: int, base: str, bad: bool = True):
         w.writerow(['http://bad host/x.jpg', 'a space in the host', 'x'])
         w.writerow([f'{base}/img/blank', '   ', 'x'])
         w.writerow(['http://[::1/x.jpg', 'an unbalanced bracket', 'x'])
+        w.writerow([f'{base}/img/huge', 'x' * 200_000, 'x'])  # over csv's field limit
 
 
 def png(i: int) -> bytes:
@@ -101,13 +102,13 @@ def big(site, tmp_path_factory):
 
 def test_a_100k_row_table_is_indexed_with_its_bad_rows_counted(big):
   _, index_dir, manifest = big
-  assert manifest['rows'] == 100_000 and manifest['table_rows'] == 100_005
-  assert manifest['skipped'] == {'bad_url': 4, 'empty_caption': 1}
+  assert manifest['rows'] == 100_000 and manifest['table_rows'] == 100_006
+  assert manifest['skipped'] == {'bad_row': 1, 'bad_url': 4, 'empty_caption': 1}
   index = url_corpus.UrlIndex(index_dir)
   assert len(index) == 100_000 and index.embeddings.dtype == np.float16
   first, last = index.records([0, 99_999])
   assert first['url'].endswith('/img/0') and first['caption'] == caption(0)
-  assert last['id'] == 100_004 and last['url'].endswith('/img/99999')  # table row numbers
+  assert last['id'] == 100_005 and last['url'].endswith('/img/99999')  # table row numbers
   assert sorted(os.listdir(index_dir)) == sorted(
       [url_corpus.MANIFEST, url_corpus.RECORDS, url_corpus.OFFSETS, url_corpus.EMBEDDINGS])
 

@@ -120,10 +120,30 @@ def test_overload_halves_the_limit_and_other_failures_do_not():
   assert slots.limit == 32
   _finish(slots, 1, _Failure('http_404'))  # says nothing about load
   assert slots.limit == 32
-  for reason, expect in (('http_429', 16), ('timeout', 8), ('connection_error', 4),
-                         ('http_503', 2), ('http_429', 1), ('http_429', 1)):
+  for reason, expect in (('http_429', 16), ('http_503', 8), ('http_429', 4),
+                         ('http_429', 2), ('http_429', 1), ('http_429', 1)):
     _finish(slots, 1, _Failure(reason))
     assert slots.limit == expect, reason
+
+
+def test_a_few_stalled_or_reset_urls_do_not_halve_a_host_but_many_do():
+  slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=False, max_limit=32)
+  _finish(slots, 30)
+  assert slots.limit == 32
+  for _ in range(5):  # bad URLs among good ones: each a fault of its own URL
+    _finish(slots, 1, _Failure('timeout'))
+    _finish(slots, 1, _Failure('connection_error'))
+    _finish(slots, 3)
+  assert slots.limit == 32
+  _finish(slots, 16)
+  _finish(slots, 7, _Failure('timeout'))  # 7 of the last 16
+  assert slots.limit == 32
+  _finish(slots, 1, _Failure('timeout'))  # 8 of 16: the host itself is failing
+  assert slots.limit == 16
+  _finish(slots, 7, _Failure('connection_error'))  # the window starts again after a halving
+  assert slots.limit == 16
+  _finish(slots, 1, _Failure('connection_error'))
+  assert slots.limit == 8
 
 
 def test_strict_hosts_keep_their_limit():

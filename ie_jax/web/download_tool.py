@@ -326,7 +326,8 @@ def main(argv=None) -> int:
                       help='requests in flight to one host at first')
   parser.add_argument('--max_per_host', type=int, default=fetch.FetchOptions.max_per_host,
                       help='the most a host that answers in time gets (halved on 429, '
-                      '503, timeouts); set it to --per_host for a fixed limit')
+                      '503, and when most of its requests time out or are refused); set '
+                      'it to --per_host for a fixed limit')
   parser.add_argument('--concurrency', type=int, default=fetch.FetchOptions.concurrency)
   parser.add_argument('--allow_network', action='append', default=[],
                       help='a refused network to allow, e.g. 127.0.0.1/32 (repeatable)')

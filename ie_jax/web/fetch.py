@@ -36,7 +36,8 @@ class FetchOptions:
     concurrency: requests in flight at once, over all hosts.
     per_host: requests in flight at once to one host name, at first.
     max_per_host: the most a host's limit grows to while it answers in time; it halves on
-      429, 503, timeouts and connection errors (`host_slots.py`). per_host: fixed.
+      429, 503, and on timeouts and connection errors when they are half of the host's
+      recent requests (`host_slots.py`). max_per_host = per_host: fixed.
     connect_timeout_s, read_timeout_s: for the TCP/TLS connect, and for the longest gap
       between two body chunks (a slow drip never ends a total-less read).
     total_timeout_s: for one request from first byte sent to last byte read.

@@ -163,11 +163,20 @@ def rows(path: str, url_column: str, caption_column: str, *, progress=None):
             progress(raw.tell() / size)
       else:
         reader = csv.DictReader(text, delimiter='\t' if kind == 'tsv' else ',')
-        for number, record in enumerate(reader):
-          yield _row(number, record.get(url_column), record.get(caption_column))
+        number = 0
+        while True:
+          try:
+            record = next(reader)
+          except StopIteration:
+            break
+          except csv.Error:  # e.g. a field over csv's size limit: this row only
+            record = None
+          yield (_row(number, record.get(url_column), record.get(caption_column))
+                 if record is not None else Row(number, skip='bad_row'))
           if progress and number % 4096 == 0:
             progress(raw.tell() / size)
-  except (OSError, csv.Error) as e:
+          number += 1
+  except OSError as e:
     raise TableError(f'Reading {path} failed: {e}') from e
   if progress:
     progress(1.0)
