@@ -290,3 +290,23 @@ def test_the_real_minilm_ranks_a_small_table_by_meaning(site, tmp_path):
   made = explorer_setup.make_engine(config, None, engines.QueryCache())
   assert made.name == 'url_corpus'
   assert asyncio.run(made.search('puppy', 1))[0].url == f'{base}/img/0'
+
+
+def test_a_directory_that_is_not_an_index_is_left_alone(site, tmp_path):
+  base, _ = site
+  table = tmp_path / 'table.csv'
+  write_table(table, 100, base, bad=False)
+  theirs = tmp_path / 'dataset'
+  (theirs / url_corpus.PARTS).mkdir(parents=True)
+  files = {url_corpus.MANIFEST: '{"format": "someone-else"}', url_corpus.RECORDS: 'mine',
+           os.path.join(url_corpus.PARTS, 'part-000000.npy'): 'mine too'}
+  for name, text in files.items():
+    (theirs / name).write_text(text)
+  with pytest.raises(url_corpus.UrlCorpusError, match='not a URL-corpus index'):
+    url_corpus.build(str(table), str(theirs), embedder=WordHashEmbedder(), progress=False)
+  assert {name: (theirs / name).read_text() for name in files} == files
+  # An index of its own, complete or stopped midway, is rebuilt in place.
+  index_dir = str(tmp_path / 'index')
+  url_corpus.build(str(table), index_dir, embedder=WordHashEmbedder(), progress=False)
+  assert url_corpus.build(str(table), index_dir, embedder=WordHashEmbedder(),
+                          progress=False)['rows'] == 100

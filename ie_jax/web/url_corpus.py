@@ -65,13 +65,27 @@ def _part_path(index_dir: str, number: int, ext: str) -> str:
   return os.path.join(index_dir, PARTS, f'part-{number:06d}.{ext}')
 
 
+def _check_ours(index_dir: str) -> None:
+  """Raises `UrlCorpusError` unless `index_dir` is missing, empty, or an index (complete
+  or stopped midway) that this module wrote: a build replaces and deletes files there."""
+  if not os.path.isdir(index_dir) or not os.listdir(index_dir):
+    return
+  for name in (MANIFEST, PLAN):
+    found = _read_json(os.path.join(index_dir, name))
+    if isinstance(found, dict) and found.get('format') == FORMAT:
+      return
+  raise UrlCorpusError(
+      f'{index_dir} holds files that are not a URL-corpus index; ie-jax does not write into '
+      'or delete from a directory it did not make. Give --out a new or empty directory.')
+
+
 def _remove_parts(index_dir: str) -> None:
-  """Removes the part files a build writes, and nothing else."""
+  """Removes the part files a build writes (by their names), and nothing else."""
   directory = os.path.join(index_dir, PARTS)
   if not os.path.isdir(directory):
     return
   for name in os.listdir(directory):
-    if _PART.match(name) or (name.startswith('.tmp-') and name[5:].startswith('part-')):
+    if _PART.match(name):
       os.remove(os.path.join(directory, name))
   if not os.listdir(directory):
     os.rmdir(directory)
@@ -85,6 +99,7 @@ def build(table: str, index_dir: str, *, embedder=None, model_dir: str | None = 
 
   Raises:
     url_table.TableError: the table cannot be read, or lacks a column.
+    UrlCorpusError: `index_dir` holds files that are not an index this module wrote.
     text_embed.ModelNotFoundError: no MiniLM model, and no `embedder`.
   """
   if dtype not in ('float16', 'float32'):
@@ -93,6 +108,7 @@ def build(table: str, index_dir: str, *, embedder=None, model_dir: str | None = 
     raise ValueError(f'part_rows must be positive, not {part_rows}.')
   if not os.path.isfile(table):
     raise url_table.TableError(f'No table at {table}.')
+  _check_ours(index_dir)
   source = _source(table)
   url_column, caption_column = url_table.columns(table, url_column, caption_column)
   embedder = embedder or local_index.load_embedder(model_dir)
