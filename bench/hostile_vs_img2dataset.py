@@ -25,7 +25,6 @@ bench/results/hostile_vs_img2dataset[_LO_HIms].json.
 """
 import argparse
 import asyncio
-import contextlib
 import glob
 import json
 import os
@@ -34,7 +33,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from aiohttp import web
@@ -81,32 +79,6 @@ def public_app(internal: str, server: fault_server.FaultServer,
   app.router.add_get('/to-internal/{i}', to_internal)
   app.router.add_get('/to-invalid/{i}', to_invalid)
   return app
-
-
-@contextlib.contextmanager
-def serving(apps_and_hosts):
-  """Serves each (app, host) on a free port in one background loop; yields base URLs."""
-  loop = asyncio.new_event_loop()
-  ready, box = threading.Event(), {}
-
-  async def main():
-    box['stop'] = asyncio.Event()
-    async with contextlib.AsyncExitStack() as stack:
-      box['urls'] = [await stack.enter_async_context(fault_server.serve(app, host))
-                     for app, host in apps_and_hosts]
-      ready.set()
-      await box['stop'].wait()
-
-  thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-  thread.start()
-  if not ready.wait(10):
-    raise RuntimeError('The servers did not start within 10 s.')
-  try:
-    yield box['urls']
-  finally:
-    loop.call_soon_threadsafe(box['stop'].set)
-    thread.join(10)
-    loop.close()
 
 
 def url_list(public: str, internal: str, n: int, bad_share: float):
@@ -229,9 +201,9 @@ def main(argv=None) -> int:
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     # The internal service starts first: the public app needs its address for redirects.
-    with serving([(internal_app, '127.0.0.2')]) as (internal,):
+    with fault_server.serve_in_thread(internal_app, host='127.0.0.2') as internal:
       latency = tuple(float(x) for x in args.latency_ms.split(','))
-      with serving([(public_app(internal, server, latency), '127.0.0.1')]) as (public,):
+      with fault_server.serve_in_thread(public_app(internal, server, latency)) as public:
         urls, kinds, keys = url_list(public, internal, args.urls, args.bad)
         url_file = os.path.join(tmp, 'urls.txt')
         with open(url_file, 'w', encoding='utf-8') as f:

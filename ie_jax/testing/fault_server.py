@@ -218,15 +218,15 @@ async def serve(app: web.Application, host: str = '127.0.0.1'):
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: web.Application):
-  """`serve(app)` on an event loop of its own in a daemon thread, for callers that run
-  their own event loops (the search phase, subprocesses); yields the base URL."""
+def serve_in_thread(app: web.Application, host: str = '127.0.0.1'):
+  """`serve(app, host)` on an event loop of its own in a daemon thread, for callers that
+  run their own event loops (the search phase, subprocesses); yields the base URL."""
   loop = asyncio.new_event_loop()
   ready, box = threading.Event(), {}
 
   async def main():
     box['stop'] = asyncio.Event()
-    async with serve(app) as url:
+    async with serve(app, host) as url:
       box['url'] = url
       ready.set()
       await box['stop'].wait()
