@@ -146,6 +146,40 @@ def test_a_few_stalled_or_reset_urls_do_not_halve_a_host_but_many_do():
   assert slots.limit == 8
 
 
+def _together(slots, n, reason):
+  """`n` requests open at once through `slots`, all failing with `reason` together."""
+  async def go():
+    gate = asyncio.Event()
+
+    async def one():
+      try:
+        async with slots.slot():
+          await gate.wait()
+          raise _Failure(reason)
+      except _Failure:
+        pass
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    while slots.most_open < n:
+      await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*tasks)
+  asyncio.run(go())
+
+
+def test_one_burst_of_failures_halves_a_host_once():
+  # Requests open together that fail together met one load; TCP halves once per window.
+  for reason in ('timeout', 'http_429'):
+    slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=False,
+                                 max_limit=32)
+    _finish(slots, 30)
+    assert slots.limit == 32
+    _together(slots, 31, reason)
+    assert slots.limit == 16, reason
+    # Requests started after the halving count again.
+    _finish(slots, 8, _Failure(reason))
+    assert slots.limit < 16, reason
+
+
 def test_strict_hosts_keep_their_limit():
   slots = host_slots.HostSlots(2, slow_factor=4.0, slow_min_s=1.0, strict=True, max_limit=32)
   _finish(slots, 100)
