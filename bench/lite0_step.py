@@ -32,7 +32,7 @@ def measure(name: str, model, size: int, batch: int, repeats: int) -> dict:
   tx = optim.lars(0.2, 1e-6, 0.9, 1e-3)
   state = train.create_train_state(jax.random.key(0), model, tx, size)
   step = train.make_train_step(mesh, model=model, tx=tx, learning_rate=lambda s: 0.2,
-                               ema_momentum=lambda s: 0.99, temperature=1.0,
+                               ema_momentum=optim.constant_momentum(0.99), temperature=1.0,
                                augment=photometric.moco_v3_views)
   embed = train.make_embed_step(mesh, model=model)
   rng = np.random.RandomState(0)

@@ -63,7 +63,7 @@ def bench_jax(dtype: str):
                                                    _IMAGE_SIZE.value),
                   out_shardings=sharding.replicated(mesh))()
   step_fn = train.make_train_step(mesh, model=model, tx=tx, learning_rate=lambda s: LR,
-                                  ema_momentum=lambda s: jnp.float32(M), temperature=1.0)
+                                  ema_momentum=optim.constant_momentum(M), temperature=1.0)
   rng = np.random.RandomState(0)
   shape = (_BATCH.value, _IMAGE_SIZE.value, _IMAGE_SIZE.value, 3)
   batch = sharding.put_batch({'view1': rng.randint(0, 256, shape).astype(np.uint8),

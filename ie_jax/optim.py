@@ -9,6 +9,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -60,23 +61,38 @@ def learning_rate(optim_config, batch_size: int, total_steps: int) -> optax.Sche
 
 
 def ema_momentum(moco_config, total_steps: int):
-  """The momentum encoder's m: the paper's constant 0.9985, or MoCo v3's cosine ramp to 1.
+  """The momentum encoder's schedule, step -> (m, 1 - m): the paper's constant 0.9985, or
+  MoCo v3's cosine ramp to 1.
 
+  Both are returned because 1 - m must not be computed in float32 from a float32 m:
+  1 - fp32(0.9985) = 1.50001049e-3, not 1.5e-3, and the momentum params drifted 7e-6
+  relative from PyTorch's (which computes 1 - m in float64 on the host) in two steps.
   Equal inputs give the same function object (see `build`).
   """
   return _ema_momentum(ml_collections.FrozenConfigDict(moco_config), total_steps)
+
+
+def constant_momentum(m: float):
+  """step -> (m, 1 - m) for a constant m, 1 - m computed on the host in float64."""
+  pair = (np.float32(m), np.float32(1.0 - float(m)))
+  return lambda step: (jnp.asarray(pair[0]), jnp.asarray(pair[1]))
 
 
 @functools.lru_cache(maxsize=8)
 def _ema_momentum(moco_config, total_steps: int):
   m0 = moco_config.momentum
   if moco_config.momentum_schedule == 'constant':
-    return lambda step: jnp.asarray(m0, jnp.float32)
+    return constant_momentum(m0)
   if moco_config.momentum_schedule == 'cosine':
     if total_steps <= 0:
       raise ValueError('A cosine momentum schedule needs a positive number of total steps.')
-    return lambda step: jnp.asarray(
-        1 - 0.5 * (1 + jnp.cos(math.pi * step / total_steps)) * (1 - m0), jnp.float32)
+    gap = np.float32(1.0 - m0)  # in float64 on the host, then rounded once
+
+    def schedule(step):
+      one_minus_m = (0.5 * (1 + jnp.cos(math.pi * step / total_steps)) * gap).astype(
+          jnp.float32)
+      return 1 - one_minus_m, one_minus_m
+    return schedule
   raise ValueError(f"config.moco.momentum_schedule must be 'constant' or 'cosine', "
                    f'got {moco_config.momentum_schedule!r}.')
 

@@ -59,20 +59,24 @@ def contrastive_loss(q, k, temperature: float):
   return loss * (2 * temperature)
 
 
-def ema(momentum_params, params, m):
-  """MoCo v3's update of the momentum branch: p_m <- m * p_m + (1 - m) * p."""
+def ema(momentum_params, params, m, one_minus_m):
+  """MoCo v3's update of the momentum branch: p_m <- m * p_m + (1 - m) * p.
+
+  `1 - m` comes from the schedule (`optim.ema_momentum`), computed where it is exact.
+  """
   online = {key: params[key] for key in moco.MOMENTUM_PARTS}
-  return jax.tree.map(lambda t, o: m * t + (1 - m) * o, momentum_params, online)
+  return jax.tree.map(lambda t, o: m * t + one_minus_m * o, momentum_params, online)
 
 
 def loss_and_grads(state: TrainState, x1, x2, m, *, model: moco.MoCoV3, temperature: float):
-  """Forward + backward of one MoCo v3 step, after the EMA at its start.
+  """Forward + backward of one MoCo v3 step, after the EMA at its start; `m` is the
+  schedule's `(m, 1 - m)`.
 
   Returns (loss, grads, new online batch_stats, new momentum params, new momentum stats).
   Each view is its own batch in each branch (own BN statistics), and running statistics
   update once per view, in MoCo v3's order: online x1, x2, then momentum x1, x2.
   """
-  momentum_params = ema(state.momentum_params, state.params, m)
+  momentum_params = ema(state.momentum_params, state.params, *m)
 
   def target(x, stats):
     k, new = model.apply({'params': momentum_params, 'batch_stats': stats}, x, True,
@@ -111,7 +115,7 @@ def train_step(state: TrainState, batch, rng, *, model: moco.MoCoV3,
   if augment is not None:
     x1, x2 = augment(rng, x1, x2)
   x1, x2 = to_model_input(x1), to_model_input(x2)
-  m = ema_momentum(state.step)
+  m = ema_momentum(state.step)  # (m, 1 - m)
   loss, grads, stats, momentum_params, momentum_stats = loss_and_grads(
       state, x1, x2, m, model=model, temperature=temperature)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -123,7 +127,7 @@ def train_step(state: TrainState, batch, rng, *, model: moco.MoCoV3,
   metrics = {
       'loss': loss,
       'lr': jnp.asarray(learning_rate(state.step), jnp.float32),
-      'm': m,
+      'm': m[0],
       'grad_norm': optax.tree.norm(grads),
       'update_norm': optax.tree.norm(updates),
       'param_norm': optax.tree.norm(params),

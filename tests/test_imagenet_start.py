@@ -102,7 +102,7 @@ def test_moco_step_trains_the_started_encoder(saved):
   before = jax.device_get(state.params['encoder']['conv_stem']['kernel'])
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
   step = train.make_train_step(mesh, model=model, tx=tx, learning_rate=lambda s: 0.3,
-                               ema_momentum=lambda s: 0.99, temperature=1.0)
+                               ema_momentum=optim.constant_momentum(0.99), temperature=1.0)
   images = np.random.RandomState(0).randint(0, 256, (8, 32, 32, 3), np.uint8)
   state, metrics = step(state, {'view1': images, 'view2': images[::-1]}, jax.random.key(1))
   assert np.isfinite(float(metrics['loss']))

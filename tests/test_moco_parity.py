@@ -100,7 +100,8 @@ def test_loss_grads_and_update_match_pytorch(depth, small_stem, size):
   after = {k: v.detach().numpy().copy() for k, v in torch_moco.official_state_dict(ref).items()}
 
   # JAX: the same computation, first unfused (for the gradients), then the jitted step.
-  loss, grads, _, _, _ = train.loss_and_grads(state, nhwc(x1), nhwc(x2), jnp.float32(M),
+  loss, grads, _, _, _ = train.loss_and_grads(state, nhwc(x1), nhwc(x2),
+                                              optim.constant_momentum(M)(0),
                                               model=model, temperature=T)
   assert rel_err(loss, loss_ref.item()) < 1e-5
   assert_trees_close(grads, torch_like(state.params, grads_ref, ONLINE), 1e-4, 'grad')
@@ -108,30 +109,25 @@ def test_loss_grads_and_update_match_pytorch(depth, small_stem, size):
   before = jax.tree.map(np.asarray, state.params)
   new_state, metrics = train.train_step(
       state, {'view1': nhwc(x1), 'view2': nhwc(x2)}, jax.random.key(0), model=model, tx=tx,
-      learning_rate=lambda s: LR, ema_momentum=lambda s: jnp.float32(M), temperature=T)
+      learning_rate=lambda s: LR, ema_momentum=optim.constant_momentum(M), temperature=T)
   assert rel_err(metrics['loss'], loss_ref.item()) < 1e-5
   # Compare the update itself, not the weights, so the tolerance is not diluted.
   delta = jax.tree.map(lambda a, b: np.asarray(a) - b, new_state.params, before)
   delta_ref = jax.tree.map(lambda a, b: a - b, torch_like(state.params, after, ONLINE), before)
   assert_trees_close(delta, delta_ref, 1e-4, 'update')
   assert_trees_close(new_state.momentum_params,
-                     torch_like(state.momentum_params, after, MOMENTUM_PREFIX), 1e-5,
+                     torch_like(state.momentum_params, after, MOMENTUM_PREFIX), 1e-6,
                      'momentum param')
-  # Running means match; running variances match in the conv BNs. (PyTorch tracks the
-  # unbiased batch variance, Flax the biased one: a factor n/(n-1), tiny for conv BN where
-  # n = N*H*W, visible for the MLP's BatchNorm1d at n = N; see docs/DECISIONS.md.)
+  # Running statistics, variances included, everywhere: PyTorch tracks the unbiased batch
+  # variance (n / (n - 1)), and so does `models/batch_norm.py`. The deepest maps are 1x1
+  # to 4x4 here, and the heads' BatchNorm1d sees n = 8, where a biased variance would be
+  # 14% off.
   for ours, prefixes in ((new_state.batch_stats, ONLINE),
                          (new_state.momentum_batch_stats, MOMENTUM_PREFIX)):
     ref_stats = torch_like(ours, after, prefixes)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(ref_stats)):
       names = [p.key for p in path]
-      # Variances: only where n = N*H*W >= 512 (stem and layer1), so the n/(n-1) gap
-      # stays below the tolerance; deeper maps are 1x1 to 4x4 at these image sizes.
-      if names[-1] == 'var' and not (names[0] == 'encoder' and names[1] in
-                                     ('bn1', 'layer1_0', 'layer1_1', 'layer1_2')):
-        continue
-      tol = 1e-3 if names[-1] == 'var' else 1e-4
-      assert rel_err(a, b) < tol, f'batch stat {names}'
+      assert rel_err(a, b) < 1e-4, f'batch stat {names}'
 
 
 def test_second_step_uses_lars_momentum():
@@ -148,7 +144,7 @@ def test_second_step_uses_lars_momentum():
   after = {k: v.detach().numpy().copy() for k, v in torch_moco.official_state_dict(ref).items()}
   step = jax.jit(lambda s, b: train.train_step(
       s, b, jax.random.key(0), model=model, tx=tx, learning_rate=lambda _: LR,
-      ema_momentum=lambda _: jnp.float32(M), temperature=T))
+      ema_momentum=optim.constant_momentum(M), temperature=T))
   start = jax.tree.map(np.asarray, state.params)
   batch = {'view1': nhwc(x1), 'view2': nhwc(x2)}
   for _ in range(2):
@@ -157,3 +153,24 @@ def test_second_step_uses_lars_momentum():
   delta = jax.tree.map(lambda a, b: np.asarray(a) - b, state.params, start)
   delta_ref = jax.tree.map(lambda a, b: a - b, torch_like(state.params, after, ONLINE), start)
   assert_trees_close(delta, delta_ref, 1e-4, 'two-step update')
+  assert_trees_close(state.momentum_params,
+                     torch_like(state.momentum_params, after, MOMENTUM_PREFIX), 1e-6,
+                     'two-step momentum param')
+
+
+def test_ema_matches_pytorch_from_zero():
+  """The EMA alone, on momentum params that start at 0 (as after a zero init), where it is
+  all (1 - m) * online: with 1 - m computed in float32 from a float32 m, two steps at the
+  paper's m = 0.9985 put them 7e-6 relative off PyTorch's, which computes 1 - m in float64."""
+  ref, _, _, state, _, _ = make_pair(18, True, 16)
+  m = 0.9985
+  with torch.no_grad():
+    for p in ref.momentum_encoder.parameters():
+      p.zero_()
+  momentum = jax.tree.map(jnp.zeros_like, state.momentum_params)
+  for _ in range(2):
+    ref.update_momentum_encoder(m)
+    momentum = train.ema(momentum, state.params, *optim.constant_momentum(m)(0))
+  after = {k: v.detach().numpy().copy() for k, v in torch_moco.official_state_dict(ref).items()}
+  assert_trees_close(momentum, torch_like(momentum, after, MOMENTUM_PREFIX), 1e-6,
+                     'momentum param')

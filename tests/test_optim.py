@@ -67,13 +67,18 @@ def test_cosine_learning_rate_with_warmup():
 
 def test_ema_momentum_constant_and_cosine():
   moco = ml_collections.ConfigDict(dict(momentum=0.9985, momentum_schedule='constant'))
-  assert float(optim.ema_momentum(moco, 0)(123)) == pytest.approx(0.9985)
+  m, one_minus_m = optim.ema_momentum(moco, 0)(123)
+  assert float(m) == pytest.approx(0.9985)
+  # 1 - m is the float32 nearest 0.0015, not 1 - fp32(0.9985) = 1.50001049e-3.
+  assert one_minus_m == np.float32(0.0015)
+  assert np.float32(1) - np.float32(0.9985) != np.float32(0.0015)
   moco.momentum = 0.99
   moco.momentum_schedule = 'cosine'
-  m = optim.ema_momentum(moco, 100)
-  assert float(m(0)) == pytest.approx(0.99)
-  assert float(m(50)) == pytest.approx(1 - 0.5 * 0.01)
-  assert float(m(100)) == pytest.approx(1.0)
+  schedule = optim.ema_momentum(moco, 100)
+  for step, gap in ((0, 0.01), (50, 0.005), (100, 0.0)):
+    m, one_minus_m = schedule(step)
+    assert float(m) == pytest.approx(1 - gap)
+    assert float(one_minus_m) == pytest.approx(gap, rel=1e-6, abs=1e-12)
 
 
 def test_bad_schedule_names_fail_with_the_key():

@@ -12,7 +12,7 @@ from ie_jax.utils import sharding
 
 MODEL = moco.MoCoV3(depth=18, width=8, small_stem=True, dim=16, mlp_dim=32)
 STATIC = dict(model=MODEL, learning_rate=lambda s: 0.7, temperature=1.0,
-              ema_momentum=lambda s: jnp.float32(0.9985))
+              ema_momentum=optim.constant_momentum(0.9985))
 
 
 # One optimizer object for `run_steps`: `train.make_train_step` is memoised on its static
@@ -91,7 +91,7 @@ def test_momentum_params_never_pass_through_the_optimizer():
   """The EMA alone moves the momentum branch: with m = 1 it must not change at all."""
   mesh = sharding.make_mesh()
   tx = optim.lars(0.7, 1e-6, 0.9, 1e-3)
-  static = dict(STATIC, ema_momentum=lambda s: jnp.float32(1.0))
+  static = dict(STATIC, ema_momentum=optim.constant_momentum(1.0))
   step = train.make_train_step(mesh, tx=tx, **static)
   state = jax.device_put(fresh_state(tx), sharding.replicated(mesh))
   before = jax.device_get(state.momentum_params)

@@ -8,6 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ie_jax.models.batch_norm import BatchNorm
+
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), an untruncated normal.
 CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -29,12 +31,12 @@ def conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.C
 
 
 def batch_norm(train: bool, name: str, dtype: Any, zero_scale: bool = False,
-               affine: bool = True) -> nn.BatchNorm:
-  # PyTorch BN: running = 0.9 * running + 0.1 * batch, eps 1e-5. No axis_name: under
-  # jit over a sharded global batch the statistics are already global (SyncBN).
-  return nn.BatchNorm(
+               affine: bool = True) -> BatchNorm:
+  # PyTorch BN: running = 0.9 * running + 0.1 * batch (unbiased variance), eps 1e-5. No
+  # axis_name: under jit over a sharded global batch the statistics are already global
+  # (SyncBN).
+  return BatchNorm(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      use_fast_variance=False,
       use_scale=affine, use_bias=affine,
       scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
       name=name)
