@@ -18,7 +18,6 @@ import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from ie_jax import (caption_book, explorer_setup, explorer_state, query_results, report,
                     reward, search_phase, train)
@@ -240,36 +239,34 @@ class Explorer:
         pipeline.CANDIDATES: store_lib.RecordSource(self.store, [(it, i) for i in order]),
         pipeline.REPLAY: store_lib.RecordSource(self.store, replay),
         pipeline.TARGET: self.target.source}, refs)
-    data, skipped = pipeline.training_dataset(
-        source, epochs=cfg.epochs_per_iteration, batch_size=batch,
-        seed=self.config.seed * 104_729 + it, image_size=self.config.moco.image_size,
-        crop_min=self.config.moco.crop_min, num_workers=self.config.data.num_workers)
+    data, skipped = pipeline.from_config(self.config, source, epochs=cfg.epochs_per_iteration,
+                                         seed=self.config.seed * 104_729 + it)
     batches = iter(data)
     if self.state.data_iter is not None:
       # One iterator state per process (a single dict from a one-process run).
       saved = self.state.data_iter
       batches.set_state(saved[self.process] if isinstance(saved, list) else saved)
     losses = []
-    for done in tqdm(range(self.state.train_steps_done + 1, steps + 1), desc=f'train {it}',
-                     disable=not self.primary, initial=self.state.train_steps_done, total=steps):
-      try:
-        views = next(batches)
-      except StopIteration:  # corrupt records were skipped
-        break
-      self.train_state, metrics = self.step_fn(self.train_state,
-                                               sharding.put_batch(views, self.mesh), self.rng)
-      if done % self.config.log_every_steps == 0 or done == steps:
-        metrics = jax.device_get(metrics)
-        train.check_finite(metrics, int(self.train_state.step))
-        losses.append(float(metrics['loss']))
-        self.writer.write_scalars(int(self.train_state.step), metrics)
-      if done % self.config.checkpoint_every_steps == 0 and done < steps:
-        state = batches.get_state()
-        self.state.data_iter = state if self.processes == 1 else \
-            distributed.allgather_json(state)
-        self.state.train_steps_done = done
-        self.save()
-        failpoints.hit('train')
+    first = int(self.train_state.step) - self.state.train_steps_done  # this iteration's
+
+    def on_log(done, metrics):
+      losses.append(float(metrics['loss']))
+      self.writer.write_scalars(first + done, metrics)
+
+    def save(done, state):
+      self.train_state = state
+      data_iter = batches.get_state()
+      self.state.data_iter = data_iter if self.processes == 1 else \
+          distributed.allgather_json(data_iter)
+      self.state.train_steps_done = done
+      self.save()
+      failpoints.hit('train')
+
+    self.train_state, _ = train.fit(
+        self.train_state, self.step_fn, batches, self.mesh, self.rng,
+        start=self.state.train_steps_done, steps=steps, log_every=self.config.log_every_steps,
+        on_log=on_log, checkpoint_every=self.config.checkpoint_every_steps,
+        on_checkpoint=save, desc=f'train {it}')
     self.state.data_iter, self.state.train_steps_done = None, 0
     return {'train_steps': steps, 'ssl_loss': float(np.mean(losses)) if losses else np.nan,
             'skipped_records': skipped.skipped}

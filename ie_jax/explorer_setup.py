@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ie_jax import pretrain, warmup, worlds
+from ie_jax import pretrain, train, warmup, worlds
 from ie_jax.worlds import world_format
 from ie_jax.concepts import policy, query_scores, text_embed, vocab as vocab_lib
 from ie_jax.data import pipeline, target as target_lib
@@ -280,30 +280,29 @@ def finetune(config, train_state, step_fn, mesh, source, rng):
   state after the epoch with the lowest mean SSL loss (no labels are used), with the
   per-epoch losses.
   """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from ie_jax.utils import sharding  # pylint: disable=g-import-not-at-top
   best, best_loss, losses = None, np.inf, []
-  for epoch in range(config.explore.finetune_epochs):
-    data, _ = pipeline.training_dataset(
-        source, epochs=1, batch_size=config.train.batch_size,
-        seed=config.seed * 31 + epoch, image_size=config.moco.image_size,
-        crop_min=config.moco.crop_min, num_workers=config.data.num_workers)
+  steps = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
+  for epoch in range(config.explore.finetune_epochs if steps else 0):
+    data, _ = pipeline.from_config(config, source, epochs=1, seed=config.seed * 31 + epoch)
     epoch_losses = []
-    for views in tqdm(data, desc=f'fine-tune epoch {epoch}'):
-      train_state, metrics = step_fn(train_state, sharding.put_batch(views, mesh), rng)
-      epoch_losses.append(metrics['loss'])
-    if not epoch_losses:  # fewer images than one batch: nothing to train on
+    try:
+      # Every step's loss comes to the host (log_every=1) for the epoch's mean: a handful
+      # of scalars per epoch, and a divergence stops at its first step.
+      train_state, done = train.fit(
+          train_state, step_fn, iter(data), mesh, rng, start=0, steps=steps, log_every=1,
+          on_log=lambda _, metrics: epoch_losses.append(float(metrics['loss'])),
+          desc=f'fine-tune epoch {epoch}')
+    except FloatingPointError as e:
+      raise FloatingPointError(
+          f'The target fine-tune diverged in epoch {epoch} (earlier epochs\' mean SSL '
+          f'losses: {losses}): {e} Lower config.optim.base_lr, or set '
+          'config.explore.finetune_epochs to the last finite epoch.') from e
+    if not done:  # every record was skipped: nothing to train on
       break
-    loss = float(np.mean(jax.device_get(epoch_losses)))
+    loss = float(np.mean(epoch_losses))
     losses.append(loss)
     log.info('Fine-tune epoch %d: SSL loss %.4f', epoch, loss)
-    if not np.isfinite(loss):
-      # As the other training loops do (train.check_finite): a diverged fine-tune must not
-      # surface as the "fewer images than one batch" below, or start exploration.
-      raise FloatingPointError(
-          f'The target fine-tune diverged: mean SSL loss {loss} in epoch {epoch} (earlier '
-          f'epochs: {losses[:-1]}). Lower config.optim.base_lr, or set '
-          'config.explore.finetune_epochs to the last finite epoch.')
     if loss < best_loss:
       best, best_loss = jax.device_get(train_state), loss
   if best is None:

@@ -10,7 +10,6 @@ import os
 import time
 
 import jax
-from tqdm import tqdm
 
 from ie_jax import optim, train
 from ie_jax.data import photometric, pipeline, target
@@ -61,10 +60,8 @@ def run(config, workdir: str):
            config.target.name, len(images), batch_size, total_steps, mesh.devices.size)
 
   _, state, step_fn = build(config, mesh, total_steps)
-  data, skipped = pipeline.training_dataset(
-      images, epochs=config.train.epochs, batch_size=batch_size,
-      seed=config.seed, image_size=config.moco.image_size, crop_min=config.moco.crop_min,
-      num_workers=config.data.num_workers)
+  data, skipped = pipeline.from_config(config, images, epochs=config.train.epochs,
+                                       seed=config.seed)
   batches = iter(data)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  max_to_keep=config.checkpoints_to_keep)
@@ -74,29 +71,26 @@ def run(config, workdir: str):
     log.info('Resumed from step %d.', int(state.step))
   start = int(state.step)
   writer = metric_writer.MetricWriter(os.path.join(workdir, 'logs'))
-  rng = jax.random.key(config.seed)
-  last_log = (time.perf_counter(), start)
+  last_log = [time.perf_counter(), start]
 
-  for step in tqdm(range(start, total_steps), initial=start, total=total_steps,
-                   desc='moco v3', disable=jax.process_index() > 0):
-    try:
-      views = next(batches)
-    except StopIteration:  # corrupt records were skipped: fewer batches than planned
-      break
-    state, metrics = step_fn(state, sharding.put_batch(views, mesh), rng)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == total_steps:
-      metrics = jax.device_get(metrics)
-      train.check_finite(metrics, done)
-      now = time.perf_counter()
-      metrics['images_per_s'] = (done - last_log[1]) * batch_size / (now - last_log[0])
-      metrics['skipped_records'] = skipped.skipped
-      last_log = (now, done)
-      writer.write_scalars(done, metrics)
-      log.info('step %d/%d: %s', done, total_steps,
-               ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      ckpt.save(done, state, {'config': config.to_dict(), 'data_iter': batches.get_state()})
+  def on_log(done, metrics):
+    now = time.perf_counter()
+    metrics['images_per_s'] = (done - last_log[1]) * batch_size / (now - last_log[0])
+    metrics['skipped_records'] = skipped.skipped
+    last_log[:] = [now, done]
+    writer.write_scalars(done, metrics)
+    log.info('step %d/%d: %s', done, total_steps,
+             ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()))
+
+  def save(done, state):
+    ckpt.save(done, state, {'config': config.to_dict(), 'data_iter': batches.get_state()})
+
+  state, done = train.fit(state, step_fn, batches, mesh, jax.random.key(config.seed),
+                          start=start, steps=total_steps, log_every=config.log_every_steps,
+                          on_log=on_log, checkpoint_every=config.checkpoint_every_steps,
+                          on_checkpoint=save)
+  if done > start and ckpt.latest_step() != done:
+    save(done, state)
   writer.close()
   ckpt.close()
   return state

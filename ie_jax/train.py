@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from ie_jax.data.normalize import to_model_input
 from ie_jax.models import moco
@@ -140,6 +141,38 @@ def check_finite(metrics: dict, step: int) -> None:
   bad = [k for k, v in metrics.items() if not np.isfinite(v)]
   if bad:
     raise FloatingPointError(f'Non-finite {bad} at step {step}: {metrics}.')
+
+
+def fit(state, step_fn: Callable, batches, mesh, rng, *, start: int, steps: int,
+        log_every: int, on_log: Callable | None = None, checkpoint_every: int = 0,
+        on_checkpoint: Callable | None = None, desc: str = 'moco v3'):
+  """The one MoCo v3 training loop: steps `start + 1` .. `steps` of `step_fn` over `batches`.
+
+  Every `log_every` steps and at the last, the metrics come to the host, are checked to be
+  finite (`check_finite`: a diverged run stops there, whichever phase it is in) and go to
+  `on_log(done, metrics)`. Every `checkpoint_every` steps before the last,
+  `on_checkpoint(done, state)` saves what the caller needs to resume; the end is the
+  caller's to save. An iterator that ends early (corrupt records were skipped) ends the
+  loop. Returns `(state, steps done)`.
+  """
+  done = start
+  for step in tqdm(range(start + 1, steps + 1), desc=desc, initial=start, total=steps,
+                   disable=jax.process_index() > 0 or start >= steps):
+    try:
+      views = next(batches)
+    except StopIteration:
+      break
+    state, metrics = step_fn(state, sharding.put_batch(views, mesh), rng)
+    done = step
+    if done % log_every == 0 or done == steps:
+      metrics = jax.device_get(metrics)
+      check_finite(metrics, done)
+      if on_log is not None:
+        on_log(done, metrics)
+    if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 \
+        and done < steps:
+      on_checkpoint(done, state)
+  return state, done
 
 
 def embed_step(state: TrainState, images, *, model: moco.MoCoV3):

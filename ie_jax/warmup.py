@@ -21,7 +21,6 @@ import urllib.parse
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from ie_jax import train
 from ie_jax.data import pipeline
@@ -108,10 +107,8 @@ def run(config, state, step_fn, mesh, directory: str, index_dir: str):
   # The fresh optimizer state to hand on; copied to the host because `step_fn` donates.
   fresh_opt_state, fresh_step = jax.device_get((state.opt_state, state.step))
   fingerprint = _fingerprint(config, index_dir)
-  data, skipped = pipeline.training_dataset(
-      images, epochs=cfg.warmup_epochs, batch_size=batch_size,
-      seed=config.seed * 7_753 + 1, image_size=config.moco.image_size,
-      crop_min=config.moco.crop_min, num_workers=config.data.num_workers)
+  data, skipped = pipeline.from_config(config, images, epochs=cfg.warmup_epochs,
+                                       seed=config.seed * 7_753 + 1)
   batches = iter(data)
   ckpt = checkpoint.Checkpointer(directory, max_to_keep=1)
   meta = {'done': False, 'losses': []}
@@ -131,25 +128,21 @@ def run(config, state, step_fn, mesh, directory: str, index_dir: str):
     log.info('Warm-up: MoCo v3 on %d web images drawn uniformly from %s, %d epochs, %d '
              'steps%s.', len(images), index_dir, cfg.warmup_epochs, total,
              f', resuming at step {start}' if start else '')
-  rng = jax.random.key(config.seed)
   losses = list(meta['losses'])
-  done, stop = start, start if meta['done'] else total
-  for done in tqdm(range(start + 1, stop + 1), desc='warm-up', initial=start, total=total,
-                   disable=meta['done'] or jax.process_index() > 0):
-    try:
-      views = next(batches)
-    except StopIteration:  # corrupt records were skipped: fewer batches than planned
-      done -= 1
-      break
-    state, metrics = step_fn(state, sharding.put_batch(views, mesh), rng)
-    if done % config.log_every_steps == 0 or done == total:
-      metrics = jax.device_get(metrics)
-      train.check_finite(metrics, done)
-      losses.append(float(metrics['loss']))
-      log.info('Warm-up step %d/%d: SSL loss %.4f', done, total, losses[-1])
-    if done % config.checkpoint_every_steps == 0 and done < total:
-      ckpt.save(done, state, {'done': False, 'losses': losses, 'fingerprint': fingerprint,
-                              'data_iter': batches.get_state()})
+
+  def on_log(done, metrics):
+    losses.append(float(metrics['loss']))
+    log.info('Warm-up step %d/%d: SSL loss %.4f', done, total, losses[-1])
+
+  def save(done, state):
+    ckpt.save(done, state, {'done': False, 'losses': losses, 'fingerprint': fingerprint,
+                            'data_iter': batches.get_state()})
+
+  state, done = train.fit(state, step_fn, batches, mesh, jax.random.key(config.seed),
+                          start=start, steps=start if meta['done'] else total,
+                          log_every=config.log_every_steps, on_log=on_log,
+                          checkpoint_every=config.checkpoint_every_steps,
+                          on_checkpoint=save, desc='warm-up')
   if not meta['done']:
     # Numbered past every mid-run save: skipped records can end the data before `total`.
     ckpt.save(total + 1, state, {'done': True, 'losses': losses,

@@ -156,6 +156,14 @@ def _blank_if_skipped(element, *, image_size: int):
   return {'view1': blank, 'view2': blank}
 
 
+def from_config(config, source, *, epochs: int, seed: int):
+  """`training_dataset` at the run's batch, view size, crop scale and workers: the one
+  input pipeline every MoCo v3 phase (pretrain, warm-up, fine-tune, explore) trains on."""
+  return training_dataset(source, epochs=epochs, batch_size=config.train.batch_size,
+                          seed=seed, image_size=config.moco.image_size,
+                          crop_min=config.moco.crop_min, num_workers=config.data.num_workers)
+
+
 def training_dataset(source, *, epochs: int, batch_size: int, seed: int, image_size: int,
                      crop_min: float, num_workers: int = 0):
   """Batches of {'view1', 'view2'} uint8 for this process, `epochs` passes over `source`.
