@@ -21,11 +21,10 @@ import numpy as np
 
 from ie_jax import (caption_book, explorer_setup, explorer_state, query_results, report,
                     reward, search_phase, train)
-from ie_jax.concepts import cache as concepts_cache
 from ie_jax.concepts import caption_gp, policy, query_scores
 from ie_jax.data import pipeline
 from ie_jax.eval import knn_monitor
-from ie_jax.utils import disk, distributed, failpoints, sharding
+from ie_jax.utils import atomic, disk, distributed, failpoints, sharding
 from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 
@@ -169,7 +168,7 @@ class Explorer:
     if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
       names = self.descriptors.queries(names, seed=seed)
     # Kept for scoring and plots: where the policy looked, concept by concept.
-    concepts_cache.atomic_write(
+    atomic.write(
         os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
         lambda f: np.save(f, probs.astype(np.float32)))
     return {'queries': [[i, q] for i, q in zip(ids, names)],

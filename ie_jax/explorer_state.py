@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from ie_jax.utils import atomic
+
 # The phases of one iteration, in order (paper Algorithm 1: rewards use the encoder from
 # before this iteration's training).
 PHASES = ('sample', 'search', 'reward', 'train', 'replay', 'update')
@@ -87,12 +89,7 @@ class SideFiles:
     if not self.write:
       state.files[key] = name
       return
-    tmp = self.path(name + '.tmp')
-    with open(tmp, 'wb') as f:
-      np.save(f, array)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path(name))
+    atomic.write(self.path(name), lambda f: np.save(f, array))
     state.files[key] = name
 
   def load_array(self, state: ExplorerState, key: str, default: np.ndarray) -> np.ndarray:
@@ -105,12 +102,7 @@ class SideFiles:
     if not self.write:
       state.files[key] = name
       return
-    tmp = self.path(name + '.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump(data, f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path(name))
+    atomic.write(self.path(name), lambda f: f.write(json.dumps(data).encode()))
     state.files[key] = name
 
   def load_json(self, state: ExplorerState, key: str, default=None):
@@ -129,5 +121,5 @@ class SideFiles:
       return
     keep = set(state.files.values())
     for name in os.listdir(self.root):
-      if name.endswith('.tmp') or name not in keep:
+      if name not in keep:  # stray temporaries ('.tmp-*') included
         os.remove(self.path(name))

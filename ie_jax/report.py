@@ -16,6 +16,8 @@ from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np
 from PIL import Image
 
+from ie_jax.utils import atomic
+
 
 def _curve(history: list, keys: list[str], title: str, path: str) -> bool:
   series = {k: {h['iteration']: h[k] for h in history
@@ -66,10 +68,7 @@ def lines_plot(series: dict, title: str, ylabel: str, path: str,
 
 
 def write_page(path: str, page: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(page)
-  os.replace(tmp, path)
+  atomic.write(path, lambda f: f.write(page.encode()))
 
 
 def build(workdir: str, history: list, sections: tuple = ()) -> str:

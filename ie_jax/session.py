@@ -20,8 +20,8 @@ import os
 import numpy as np
 
 from ie_jax import explorer, report
-from ie_jax.concepts import cache
 from ie_jax.eval import probe
+from ie_jax.utils import atomic
 from ie_jax.worlds import scoring
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ padding:4px;font-size:13px}}</style></head><body>
 
 
 def _write_summary(path: str, summary: dict) -> None:
-  cache.atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+  atomic.write(path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
 
 
 def mean_precision(summary: dict) -> float:

@@ -1,7 +1,6 @@
 """Where derived files (vocabulary, embeddings, the WordNet reader copy) are kept."""
 import hashlib
 import os
-import tempfile
 
 
 def default_cache_dir() -> str:
@@ -18,22 +17,3 @@ def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
     while chunk := f.read(chunk_bytes):
       digest.update(chunk)
   return digest.hexdigest()
-
-
-def atomic_write(path: str, write_fn) -> None:
-  """Calls `write_fn(file_object)` on a temporary file and renames it onto `path`.
-
-  A run killed mid-write (embedding the vocabulary takes minutes) must not leave a
-  truncated cache behind that the next run would trust.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write_fn(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise

@@ -34,6 +34,7 @@ import os
 import re
 
 from ie_jax.concepts import cache
+from ie_jax.utils import atomic
 
 log = logging.getLogger(__name__)
 
@@ -321,4 +322,4 @@ class DescriptorSampler:
       return
     data = json.dumps({'entries': self._entries}, ensure_ascii=False).encode('utf-8')
     # The whole file is rewritten: one process writes a given cache file at a time.
-    cache.atomic_write(self.cache_path, lambda f: f.write(data))
+    atomic.write(self.cache_path, lambda f: f.write(data))

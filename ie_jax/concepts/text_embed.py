@@ -28,6 +28,7 @@ import tqdm
 from safetensors.numpy import load_file
 
 from ie_jax.concepts import cache, minilm_wheel
+from ie_jax.utils import atomic
 
 log = logging.getLogger(__name__)
 
@@ -289,5 +290,5 @@ def embed_cached(texts, embedder: TextEmbedder, cache_dir: str | None = None, *,
       log.warning('Ignoring unreadable embedding cache %s: %s', path, e)
   log.info('Embedding %d concept texts (cached in %s).', len(texts), path)
   embeddings = embedder.embed(texts, batch_size=batch_size, progress=progress)
-  cache.atomic_write(path, lambda f: np.save(f, embeddings))
+  atomic.write(path, lambda f: np.save(f, embeddings))
   return embeddings

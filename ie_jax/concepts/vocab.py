@@ -22,6 +22,7 @@ import os
 
 from ie_jax.concepts import cache
 from ie_jax.concepts import wordnet
+from ie_jax.utils import atomic
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def load_vocabulary(cache_dir: str | None = None,
   data = {'format': _FORMAT, 'source': source.path, 'synsets': list(vocab.synsets),
           'lemmas': list(vocab.lemmas), 'texts': list(vocab.texts),
           'counts': list(vocab.counts), 'lexnames': list(vocab.lexnames)}
-  cache.atomic_write(path, lambda f: f.write(json.dumps(data).encode()))
+  atomic.write(path, lambda f: f.write(json.dumps(data).encode()))
   return vocab
 
 

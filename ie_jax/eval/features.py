@@ -17,7 +17,7 @@ import numpy as np
 
 from ie_jax import optim, reward, train
 from ie_jax.models import moco
-from ie_jax.utils import checkpoint, sharding
+from ie_jax.utils import atomic, checkpoint, sharding
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,6 @@ def cached(path: str, compute) -> tuple[np.ndarray, np.ndarray]:
       log.info('Features from the cache %s.', path)
       return data['features'], data['labels']
   features, labels = compute()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  # Written whole then renamed: a killed probe must not leave a truncated cache entry.
-  tmp = f'{path}.tmp{os.getpid()}.npz'
-  np.savez(tmp, features=features, labels=labels)
-  os.replace(tmp, path)
+  # Whole or absent: a killed probe must not leave a truncated cache entry.
+  atomic.write(path, lambda f: np.savez(f, features=features, labels=labels))
   return features, labels

@@ -18,7 +18,7 @@ import time
 
 from ie_jax.data import target as target_lib
 from ie_jax.eval import features, knn, linear, metrics
-from ie_jax.utils import sharding
+from ie_jax.utils import atomic, sharding
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,7 @@ def probe(config, workdir: str, step: int | None = None, *, mesh=None,
       'linear': linear_result,
       'knn': knn_result,
   }
-  os.makedirs(os.path.dirname(out_path), exist_ok=True)
-  tmp = f'{out_path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=2)
-  os.replace(tmp, out_path)
+  atomic.write(out_path, lambda f: f.write(json.dumps(result, indent=2).encode()))
   log.info('Step %d on %s: linear %s %.4f (C=%g), k-NN %.4f.', step, config.target.name,
            result['metric'], linear_result['value'], linear_result['C'], knn_result['value'])
   return result

@@ -155,10 +155,24 @@ class JsonClient:
       await asyncio.sleep(slot - now)
 
   def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
-    if retry_after is not None and retry_after > self.options.max_backoff_s:
-      return None
-    step = min(self.options.backoff_s * 2**attempt, self.options.max_backoff_s)
-    return max(step / 2 + self._random.uniform(0, step / 2), retry_after or 0.0)
+    return backoff(attempt, retry_after, self.options.backoff_s, self.options.max_backoff_s,
+                   self._random)
+
+
+def backoff(attempt: int, retry_after: float | None, first_s: float, max_s: float,
+            rng: random.Random) -> float | None:
+  """Seconds to wait before retry `attempt + 1`, or None to give up.
+
+  Exponential from `first_s`, capped at `max_s`, with "equal jitter": never less than half
+  the step, so a crowd of retries spreads out without any of them coming straight back;
+  never shorter than the server's Retry-After, and None when that is above `max_s`
+  (waiting less than the server asked would only earn another 429). The one backoff of
+  the package: search APIs (`Client`) and image fetches (`fetch.Fetcher`).
+  """
+  if retry_after is not None and retry_after > max_s:
+    return None
+  step = min(first_s * 2**attempt, max_s)
+  return max(step / 2 + rng.uniform(0, step / 2), retry_after or 0.0)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -143,13 +143,8 @@ class Fetcher:
     raise AssertionError('unreachable')
 
   def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
-    if retry_after is not None and retry_after > self._options.max_backoff_s:
-      return None  # waiting less than the server asked would only earn another 429
-    step = min(self._options.backoff_s * 2**attempt, self._options.max_backoff_s)
-    # "Equal jitter": never less than half the step, so a crowd of retries still spreads out
-    # without any of them coming straight back.
-    wait = step / 2 + self._random.uniform(0, step / 2)
-    return max(wait, retry_after or 0.0)
+    return api.backoff(attempt, retry_after, self._options.backoff_s,
+                       self._options.max_backoff_s, self._random)
 
   async def _follow(self, url: yarl.URL) -> bytes:
     seen = {str(url)}

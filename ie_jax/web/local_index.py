@@ -32,7 +32,7 @@ import time
 import numpy as np
 import tqdm
 
-from ie_jax.concepts import cache
+from ie_jax.utils import atomic
 from ie_jax.web import corpus
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def build(corpus_dir: str, index_dir: str | None = None, *, embedder=None,
       row = {'id': i, 'caption': entry.caption, **entry.location()}
       f.write((json.dumps(row, ensure_ascii=False) + '\n').encode())
 
-  cache.atomic_write(os.path.join(index_dir, RECORDS), write_records)
+  atomic.write(os.path.join(index_dir, RECORDS), write_records)
   if not keyword_only:
     _write_embeddings(os.path.join(index_dir, EMBEDDINGS), found.entries, embedder, dtype,
                       batch_size, progress)
@@ -149,7 +149,7 @@ def build(corpus_dir: str, index_dir: str | None = None, *, embedder=None,
       'sources': sources, 'content_sha256': content_sha256(found.entries),
       'skipped': dict(sorted(found.skipped.items())), 'created_unix': int(time.time()),
   }
-  cache.atomic_write(os.path.join(index_dir, MANIFEST),
+  atomic.write(os.path.join(index_dir, MANIFEST),
                      lambda f: f.write(json.dumps(manifest, indent=1).encode()))
   log.info('Indexed %d captioned images of %s into %s (skipped: %s).', len(found.entries),
            corpus_dir, index_dir, manifest['skipped'] or 'none')

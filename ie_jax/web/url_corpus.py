@@ -35,7 +35,7 @@ import sys
 import numpy as np
 import tqdm
 
-from ie_jax.concepts import cache
+from ie_jax.utils import atomic
 from ie_jax.web import api, local, local_index, url_table
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
   for r in rows:
     if r.skip:
       skipped[r.skip] = skipped.get(r.skip, 0) + 1
-  cache.atomic_write(_part_path(index_dir, number, 'jsonl'), lambda f: f.write(b''.join(
+  atomic.write(_part_path(index_dir, number, 'jsonl'), lambda f: f.write(b''.join(
       (json.dumps({'id': r.number, 'url': r.url, 'caption': r.caption},
                   ensure_ascii=False) + '\n').encode() for r in kept)))
   _write_json(_part_path(index_dir, number, 'json'),
@@ -180,7 +180,7 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
     vectors[start:start + len(captions)] = embedder.embed(captions, batch_size=batch_size,
                                                           progress=False)
     advance(len(captions))
-  cache.atomic_write(done, lambda f: np.save(f, vectors))  # last: marks the part whole
+  atomic.write(done, lambda f: np.save(f, vectors))  # last: marks the part whole
 
 
 def _join(index_dir: str, parts: int, plan: dict) -> dict:
@@ -212,7 +212,7 @@ def _join(index_dir: str, parts: int, plan: dict) -> dict:
     raise UrlCorpusError(f'The parts of {index_dir} disagree with their counts; index again.')
   os.replace(tmp_embeddings, os.path.join(index_dir, EMBEDDINGS))
   os.replace(tmp_records, os.path.join(index_dir, RECORDS))
-  cache.atomic_write(os.path.join(index_dir, OFFSETS), lambda f: np.save(f, offsets))
+  atomic.write(os.path.join(index_dir, OFFSETS), lambda f: np.save(f, offsets))
   skipped = {}
   for s in stats:
     for reason, count in s['skipped'].items():
@@ -233,7 +233,7 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, data) -> None:
-  cache.atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+  atomic.write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
 class UrlIndex:

@@ -45,6 +45,7 @@ import shutil
 import tqdm
 
 from ie_jax.concepts import cache
+from ie_jax.utils import atomic
 from ie_jax.worlds import emoji as emoji_lib
 from ie_jax.worlds import iconify, packages, world_format
 
@@ -118,7 +119,7 @@ def _paths(directory: str) -> dict:
 
 
 def _write_json(path: str, data) -> None:
-  cache.atomic_write(path, lambda f: f.write(json.dumps(data).encode()))
+  atomic.write(path, lambda f: f.write(json.dumps(data).encode()))
 
 
 def _caption(e: emoji_lib.Emoji) -> str:
