@@ -68,7 +68,8 @@ def lines_plot(series: dict, title: str, ylabel: str, path: str,
 
 
 def write_page(path: str, page: str) -> None:
-  atomic.write(path, lambda f: f.write(page.encode()))
+  # Only the primary process writes the report: a page killed mid-write is cleared next time.
+  atomic.write(path, lambda f: f.write(page.encode()), single_writer=True)
 
 
 def build(workdir: str, history: list, sections: tuple = ()) -> str:

@@ -18,6 +18,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+
+def pytest_configure(config):
+  # `-m "not slow"` is the README's fast command for development; CI runs everything.
+  config.addinivalue_line(
+      'markers', 'slow: whole runs that launch, kill or spawn processes (soak, multi-process, '
+      'SIGKILL in every phase, launcher and recipe runs) and the long ResNet-50 and '
+      'ImageNet-start parity runs whose smaller siblings stay fast; each over 20 s on 2 cores')
+
 # A persistent XLA compilation cache for the launcher subprocesses that tests start again
 # and again (kill-and-resume): a tiny two-iteration launch then takes ~40 s instead of ~75 s.
 # Only for those children, through the `launcher_env` fixture: the pytest process itself

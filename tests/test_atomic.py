@@ -26,3 +26,13 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
     atomic.write(path, half)
   assert open(path, 'rb').read() == b'old'
   assert os.listdir(tmp_path) == ['x.json']
+
+
+def test_a_single_writer_clears_what_a_killed_write_left(tmp_path):
+  path = str(tmp_path / 'page.html')
+  (tmp_path / '.tmp-page.html-abc123').write_bytes(b'<ht')  # what a SIGKILL mid-write leaves
+  (tmp_path / '.tmp-other.html-def456').write_bytes(b'x')  # another file's: not ours
+  atomic.write(path, lambda f: f.write(b'<html/>'))
+  assert len(os.listdir(tmp_path)) == 3  # shared files: another process may be writing
+  atomic.write(path, lambda f: f.write(b'<html/>'), single_writer=True)
+  assert sorted(os.listdir(tmp_path)) == ['.tmp-other.html-def456', 'page.html']

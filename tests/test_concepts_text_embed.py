@@ -16,6 +16,7 @@ def embedder():
   return text_embed.TextEmbedder(text_embed.resolve_model_dir(allow_download=False))
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers_on_vocabulary_texts(embedder):
   from sentence_transformers import SentenceTransformer
   v = vocab.load_vocabulary()

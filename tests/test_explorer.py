@@ -67,6 +67,7 @@ def run_launcher(workdir, env, failpoint=None, timeout=600):
       + OVERRIDES, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run, tmp_path,
                                                                    launcher_env):
   straight_dir, straight = straight_run
@@ -86,7 +87,8 @@ def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run,
   assert (resumed['iteration'], len(resumed['history'])) == (2, 2)
   assert resumed['observations'] == straight.state.observations
   assert stored_images(workdir) == stored_images(straight_dir)
-  leftovers = [f for d, _, files in os.walk(workdir) for f in files if f.endswith('.tmp')]
+  leftovers = [f for d, _, files in os.walk(workdir) for f in files
+               if f.endswith('.tmp') or f.startswith('.tmp-')]  # utils/atomic.py's
   assert not leftovers
 
 

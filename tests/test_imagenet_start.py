@@ -96,6 +96,7 @@ def test_cpu_depthwise_is_the_grouped_convolution():
     np.testing.assert_allclose(layer.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_moco_step_trains_the_started_encoder(saved):
   model, tx, state = lite_state(32)
   state = imagenet_start.load(saved, state, tx)

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_tiny_pretrain_run_writes_checkpoints_and_logs(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/tiny.py:epochs=1,examples=32',

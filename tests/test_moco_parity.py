@@ -82,7 +82,8 @@ def make_pair(depth, small_stem, size, batch=8):
   return ref, model, tx, state, x1, x2
 
 
-@pytest.mark.parametrize('depth,small_stem,size', [(18, True, 16), (50, False, 32)])
+@pytest.mark.parametrize('depth,small_stem,size', [
+    (18, True, 16), pytest.param(50, False, 32, marks=pytest.mark.slow)])
 def test_loss_grads_and_update_match_pytorch(depth, small_stem, size):
   ref, model, tx, state, x1, x2 = make_pair(depth, small_stem, size)
   nhwc = lambda x: jnp.asarray(x.transpose(0, 2, 3, 1))

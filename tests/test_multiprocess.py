@@ -115,6 +115,7 @@ def _tiny_config():
   return tiny.get_config()
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_job(runs):
   _, job, killed, _ = runs
   (code0, text0), (code1, _) = killed
@@ -128,6 +129,7 @@ def test_a_killed_process_stops_the_job(runs):
   assert os.listdir(os.path.join(job, 'web', 'shard-001-of-002'))
 
 
+@pytest.mark.slow
 def test_resumed_job_equals_one_process(runs):
   ref, job, _, resumed = runs
   for code, text in resumed:
@@ -178,6 +180,7 @@ def _initial_params():
   return jax.tree.leaves(jax.device_get(state.params))
 
 
+@pytest.mark.slow
 def test_mismatched_configs_fail_at_start(tmp_path):
   port = _port()
   cache = tmp_path / 'xla-cache'

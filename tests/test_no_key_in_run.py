@@ -9,6 +9,8 @@ import os
 import threading
 import urllib.parse
 
+import pytest
+
 from configs import tiny
 from ie_jax import explorer
 from ie_jax.testing.fault_server import serve
@@ -39,6 +41,7 @@ class _Server:
     self.thread.join(30)
 
 
+@pytest.mark.slow
 def test_key_reaches_no_file_of_a_whole_run(tmp_path, monkeypatch):
   monkeypatch.setenv('FLICKR_API_KEY', KEY)
   config = tiny.get_config('iterations=1')

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from ie_jax.data import shapes
 from ie_jax.web import shards
@@ -45,6 +46,7 @@ def make_target(directory, per_class: int = 12) -> None:
     Image.fromarray(image).save(os.path.join(directory, split, name, f'{i:03d}.png'))
 
 
+@pytest.mark.slow
 def test_the_own_corpus_recipe_runs_as_written(tmp_path, launcher_env):
   world = shapes_world.build(str(tmp_path / 'generated'))  # someone's captioned images
   corpus, target = world['corpus'], str(tmp_path / 'target')

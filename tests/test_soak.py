@@ -4,10 +4,13 @@ and resumed each time ends exactly like an uninterrupted run with the same seed.
 The harness is `ie_jax/testing/soak.py` (also a CLI for longer soaks). Run alone with
 `pytest -s tests/test_soak.py` to see the counts line.
 """
+import pytest
+
 from configs import tiny
 from ie_jax.testing import soak
 
 
+@pytest.mark.slow
 def test_twenty_random_sigkills_lose_and_duplicate_nothing(tmp_path):
   config = soak.soak_config(tiny, iterations=4)
   # No persistent compilation cache: children that loaded executables from one aborted

@@ -40,6 +40,7 @@ def run_steps(mesh, num_steps):
   return state, history, step
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_device_on_the_same_global_batch():
   assert len(jax.devices()) == 4, 'conftest.py should give 4 fake CPU devices'
   state1, hist1, _ = run_steps(sharding.make_mesh(jax.devices()[:1]), 2)

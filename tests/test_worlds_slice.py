@@ -8,10 +8,13 @@ between runs.
 import json
 import os
 
+import pytest
+
 from configs import demo
 from ie_jax import session
 
 
+@pytest.mark.slow
 def test_slice_builds_and_one_iteration_explores_probes_and_scores(tmp_path):
   config = demo.get_config('iterations=1')
   config.world = 'demo-slice'
