@@ -242,7 +242,7 @@ class Explorer:
                                          seed=self.config.seed * 104_729 + it)
     batches = iter(data)
     if self.state.data_iter is not None:
-      # One iterator state per process (a single dict from a one-process run).
+      # One iterator state per process (a single dict from runs saved before 2026-12-07).
       saved = self.state.data_iter
       batches.set_state(saved[self.process] if isinstance(saved, list) else saved)
     losses = []
@@ -254,9 +254,8 @@ class Explorer:
 
     def save(done, state):
       self.train_state = state
-      data_iter = batches.get_state()
-      self.state.data_iter = data_iter if self.processes == 1 else \
-          distributed.allgather_json(data_iter)
+      # Every process's iterator state, in process order (a list of one for one process).
+      self.state.data_iter = distributed.allgather_json(batches.get_state())
       self.state.train_steps_done = done
       self.save()
       failpoints.hit('train')

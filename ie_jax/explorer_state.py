@@ -29,7 +29,8 @@ class ExplorerState:
     queries: this iteration's [(concept index, query string)], set by 'sample'.
     observations: the policy's history (`policy.Observations.to_state()`).
     files: name -> file under workdir/explorer/ (replay refs, caches, rewards).
-    data_iter: the Grain iterator state inside 'train' (None outside it).
+    data_iter: inside 'train', every process's Grain iterator state in process order (None
+      outside it; a single dict in runs saved before 2026-12-07).
     train_steps_done: optimizer steps of this iteration's 'train' already taken.
     current: the summary of the iteration in progress, phase by phase.
     history: one summary dict per finished iteration (for logs and the report).
@@ -40,7 +41,7 @@ class ExplorerState:
   queries: list = dataclasses.field(default_factory=list)
   observations: dict | None = None
   files: dict = dataclasses.field(default_factory=dict)
-  data_iter: dict | None = None
+  data_iter: list | dict | None = None
   train_steps_done: int = 0
   current: dict = dataclasses.field(default_factory=dict)
   history: list = dataclasses.field(default_factory=list)
