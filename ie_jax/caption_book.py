@@ -7,7 +7,7 @@ them with their rewards (`caption_gp.ImageObservations.add` keeps a uniform samp
 import numpy as np
 
 from ie_jax.concepts import caption_gp
-from ie_jax.query_results import sha_key
+from ie_jax import reward
 
 _KEYS, _EMBEDDINGS, _REWARDS = 'caption_keys', 'caption_embeddings', 'caption_rewards'
 
@@ -29,7 +29,7 @@ def add(side, state, rows: list[dict], rewards: np.ndarray, embedder, limit: int
     images = load(side, state)
     if rows:
       embedded = embedder.embed([r['caption'] for r in rows], progress=False)
-      images = images.add([sha_key(r['sha256']) for r in rows], embedded,
+      images = images.add([reward.sha_key(r['sha256']) for r in rows], embedded,
                           rewards[[r['index'] for r in rows]], limit)
   side.save_array(state, _KEYS, images.keys)
   side.save_array(state, _EMBEDDINGS, images.embeddings if images.embeddings is not None

@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from ie_jax import (caption_book, explorer_setup, explorer_state, query_results, report,
+from ie_jax import (caption_book, explorer_setup, explorer_state, report,
                     reward, search_phase, train)
 from ie_jax.concepts import caption_gp, policy, query_scores
 from ie_jax.data import pipeline
@@ -172,7 +172,7 @@ class Explorer:
         os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
         lambda f: np.save(f, probs.astype(np.float32)))
     return {'queries': [[i, q] for i, q in zip(ids, names)],
-            **query_results.distribution_summary(probs, self.vocab)}
+            **policy.distribution_summary(probs, self.vocab)}
 
   def search(self) -> dict:
     kwargs = dict(dedup=self.caches.dedup, url_cache=self.caches.urls,
@@ -289,7 +289,7 @@ class Explorer:
     kept = {r['index'] for r in self.ok_rows(it)}
     book = self.reward_book()
     drawn = sorted({int(c) for c, _ in self.state.queries if int(c) >= 0})
-    results, added = query_results.query_results(rows, kept, rewards, book, drawn,
+    results, added = reward.query_results(rows, kept, rewards, book, drawn,
                                                  self.config.explore.images_per_query)
     concepts, scores = query_scores.score_queries(results, self.scoring)
     obs = self.observations().add(concepts, scores)

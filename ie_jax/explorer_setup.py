@@ -72,7 +72,8 @@ def load_target(config, world) -> target_lib.Target:
   return target
 
 
-LABEL_MODES = ('labels', 'labels+relevant', 'labels+learned')
+# The modes that search class names (and prune the vocabulary around them).
+LABEL_MODES = tuple(mode for mode, share in policy.LABEL_FRACTION.items() if share > 0)
 GP_INPUTS = ('text', 'text+query', 'captions')
 
 

@@ -1,5 +1,10 @@
 """The image reward (paper Eq. 2) on device, and its aggregation into concept scores.
 
+`knn_reward` scores images; `query_results` groups an iteration's rewards by the concept
+whose query found them (the stored rewards of results an earlier query had brought
+included: the "reward book", keyed by a stored image's sha256), and
+`query_scores.score_queries` turns each group into the concept's score.
+
 An image's reward is the mean cosine similarity to its k = 15 nearest target images, in the
 current encoder's L2-normalised features. The similarity matrix is never materialised: the
 candidates are processed in chunks (sharded over the 'data' mesh axis) and the targets are
@@ -12,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from ie_jax.concepts import query_scores
 from ie_jax.data import augment, pipeline
 from ie_jax.utils import sharding
 
@@ -104,3 +110,39 @@ def embed_images(source, embed_fn, mesh, *, image_size: int, batch_size: int,
   if not np.all(np.isfinite(feats)):
     raise FloatingPointError(f'{desc}: non-finite features: the encoder has diverged.')
   return feats
+
+
+def sha_key(sha256: str) -> int:
+  """A stored image's key in the reward book: the first 64 bits of its sha256."""
+  return int(sha256[:16], 16)
+
+
+def query_results(rows: list, kept: set, rewards: np.ndarray, book: dict, drawn,
+                  requested: int) -> tuple[list, dict]:
+  """(one `QueryResult` per drawn concept, the book entries this iteration adds).
+
+  Args:
+    rows: the iteration's manifest rows (every job's record).
+    kept: store indices of the iteration's images that count (less a multi-process
+      search's duplicates).
+    rewards: the iteration's image rewards, by store index.
+    book: sha key -> reward of every image kept in earlier iterations; updated in place
+      with this iteration's.
+    drawn: the iteration's vocabulary concepts (class-name queries are never observed).
+    requested: images asked of the engine per query.
+  """
+  added = {sha_key(r['sha256']): float(rewards[r['index']]) for r in rows
+           if r['status'] == 'ok' and r['index'] in kept}
+  book.update(added)
+  new, old = {}, {}
+  for row in rows:
+    concept = int(row['concept'])
+    if concept < 0:  # class names: searched and trained on, never observations
+      continue
+    if row['status'] == 'ok' and row['index'] in kept:
+      new.setdefault(concept, []).append(float(rewards[row['index']]))
+    elif row.get('sha256') and sha_key(row['sha256']) in book:
+      # An image an earlier query (or process) brought: it scores this query too.
+      old.setdefault(concept, []).append(book[sha_key(row['sha256'])])
+  return [query_scores.QueryResult(c, requested, np.asarray(new.get(c, [])),
+                                   np.asarray(old.get(c, []))) for c in drawn], added

@@ -377,3 +377,17 @@ def prune_vocabulary(concept_embeddings, label_embeddings, *, fraction: float = 
     closeness[start:start + chunk_size] = np.sort(sims, axis=1)[:, -k:].mean(axis=1)
   keep = math.ceil(fraction * concepts.shape[0])
   return np.sort(np.argsort(-closeness, kind='stable')[:keep])
+
+
+def distribution_summary(probs: np.ndarray, vocab) -> dict:
+  """Entropy, top concepts and (WordNet vocabularies) the mass per lexicographer file."""
+  nz = probs[probs > 0]
+  top = np.argsort(-probs)[:10]
+  out = {'policy_entropy': float(-(nz * np.log(nz)).sum()),
+         'top_concepts': [vocab.lemmas[i] for i in top]}
+  if vocab.lexnames:  # where the policy looks, by WordNet's coarse categories
+    mass = {}
+    for lexname, p in zip(vocab.lexnames, probs):
+      mass[lexname] = mass.get(lexname, 0.0) + float(p)
+    out['policy_lexname_mass'] = {k: round(v, 6) for k, v in sorted(mass.items())}
+  return out
