@@ -26,8 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
-from ie_jax import explorer_setup
-from ie_jax.concepts import caption_gp, gpr, policy
+from ie_jax.concepts import caption_gp, from_config, gpr, policy
 from ie_jax.utils import config_files
 from ie_jax.worlds import replay, world_format
 import results_io  # bench/, the script's own directory
@@ -122,12 +121,12 @@ def main(argv=None) -> int:
   config = config_files.load(args.config)
   ex = config.explore
   budget = replay.Budget(ex.iterations, ex.queries_per_iteration, ex.images_per_query)
-  vocab, embeddings = explorer_setup.load_concepts(config, None)
+  vocab, embeddings = from_config.load_concepts(config, None)
   web = replay.load_web(world, vocab.lemmas, budget.images,
                         text_model=config.concepts.text_model or None)
   queries = policy.Searched.by_text(vocab.lemmas).queries
-  policy_config = explorer_setup.policy_config(config)
-  scoring = explorer_setup.query_scoring(config)
+  policy_config = from_config.policy_config(config)
+  scoring = from_config.query_scoring(config)
   base = replay.compare(web, embeddings, policy_config, scoring, budget, seeds,
                         queries=queries)
   rows = {**base['means'],
@@ -144,7 +143,7 @@ def main(argv=None) -> int:
   share = (web.relevant[results] & (results >= 0)).mean(1)
   both_config = config.copy_and_resolve_references()
   both_config.concepts.gp_input = 'text+query'
-  _, both = explorer_setup.load_concepts(both_config, None)  # [sense text, query] / sqrt 2
+  _, both = from_config.load_concepts(both_config, None)  # [sense text, query] / sqrt 2
   both = np.asarray(both)
   features = {'sense text + query': both, 'sense text': both[:, :384] * np.sqrt(2),
               'query': both[:, 384:] * np.sqrt(2)}

@@ -21,7 +21,7 @@ import numpy as np
 
 from ie_jax import (caption_book, explorer_setup, explorer_state, report,
                     reward, search_phase, train)
-from ie_jax.concepts import caption_gp, policy, query_scores
+from ie_jax.concepts import caption_gp, from_config, policy, query_scores
 from ie_jax.data import pipeline
 from ie_jax.eval import knn_monitor
 from ie_jax.utils import atomic, disk, distributed, failpoints, sharding
@@ -48,7 +48,7 @@ class Explorer:
       distributed.barrier('setup')
     self.world = explorer_setup.load_world(config, workdir)
     self.target = explorer_setup.load_target(config, self.world)
-    self.vocab, self.embeddings = explorer_setup.load_concepts(config, self.world,
+    self.vocab, self.embeddings = from_config.load_concepts(config, self.world,
                                                                self.target.class_names)
     if self.primary:
       distributed.barrier('setup')
@@ -75,8 +75,8 @@ class Explorer:
       log.info('Resumed at iteration %d, phase %r.', self.state.iteration, self.state.phase)
     self.caches = explorer_setup.Caches(self.side, self.state, self.target, config)
     self.engine = explorer_setup.make_engine(config, self.world, self.caches.queries)
-    self.policy_config = explorer_setup.policy_config(config)
-    self.scoring = explorer_setup.query_scoring(config)
+    self.policy_config = from_config.policy_config(config)
+    self.scoring = from_config.query_scoring(config)
     self.descriptors = explorer_setup.descriptor_sampler(config)
     self._caption_embedder = None  # loaded on first use (gp_input='captions')
 
@@ -300,7 +300,7 @@ class Explorer:
                            np.fromiter(book.values(), np.float32, len(book)))
     if self.policy_config.gp_points == 'captions':  # only process 0 samples, and embeds
       if self.primary and self._caption_embedder is None:
-        self._caption_embedder = explorer_setup.caption_embedder(self.config)
+        self._caption_embedder = from_config.caption_embedder(self.config)
       caption_book.add(self.side, self.state, self.ok_rows(it), rewards,
                        self._caption_embedder if self.primary else None,
                        self.policy_config.max_captions)

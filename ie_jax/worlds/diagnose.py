@@ -26,8 +26,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from ie_jax import explorer_setup
-from ie_jax.concepts import policy
+from ie_jax import reward
+from ie_jax.concepts import from_config, policy
 from ie_jax.eval import features
 from ie_jax.utils import sharding
 from ie_jax.web import local_index
@@ -47,9 +47,11 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def knn_reward(web: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
-  web = web / np.linalg.norm(web, axis=1, keepdims=True).clip(1e-12)
-  target = target / np.linalg.norm(target, axis=1, keepdims=True).clip(1e-12)
-  return np.sort(web @ target.T, axis=1)[:, -k:].mean(axis=1)
+  """The run's own reward (`reward.make_knn_reward`) on any features, L2-normalised here
+  (the encoder's already are; colour histograms are not)."""
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+  return reward.make_knn_reward(sharding.make_mesh(), k=k)(
+      unit(np.asarray(web, np.float32)), unit(np.asarray(target, np.float32)))
 
 
 def colour_histogram(png: bytes) -> np.ndarray:
@@ -123,12 +125,12 @@ def main(argv=None) -> int:
                          ex.images_per_query)
   print(f'2. Policy replays ({budget.iterations} iterations, encoder fixed at step {step}, '
         f'seed {config.seed})')
-  vocab, embeddings = explorer_setup.load_concepts(config, None)  # cached embeddings
+  vocab, embeddings = from_config.load_concepts(config, None)  # cached embeddings
   web = replay.load_web(world, vocab.lemmas, budget.images,
                         text_model=config.concepts.text_model or None, truth=truth)
   queries = policy.Searched.by_text(vocab.lemmas).queries
-  learned = explorer_setup.policy_config(config)
-  scoring = explorer_setup.query_scoring(config)
+  learned = from_config.policy_config(config)
+  scoring = from_config.query_scoring(config)
   runs = collections.OrderedDict()
   runs['random'] = replay.run_policy(web, embeddings, replay.random_policy_config(learned),
                                      scoring, budget, seed=config.seed, queries=queries)

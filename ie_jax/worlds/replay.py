@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     print(f'error: --reward_auc: {e}', file=sys.stderr)
     return 1
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-  from ie_jax import explorer_setup  # pylint: disable=g-import-not-at-top
+  from ie_jax.concepts import from_config  # pylint: disable=g-import-not-at-top
   from ie_jax.utils import config_files  # pylint: disable=g-import-not-at-top
   try:
     world = world_format.open_world(args.world, need_ground_truth=True)
@@ -274,12 +274,12 @@ def main(argv=None) -> int:
   ex = config.explore
   budget = Budget(args.iterations or ex.iterations, ex.queries_per_iteration,
                   ex.images_per_query)
-  vocab, embeddings = explorer_setup.load_concepts(config, None)
+  vocab, embeddings = from_config.load_concepts(config, None)
   web = load_web(world, vocab.lemmas, budget.images,
                  text_model=config.concepts.text_model or None)
   seeds = [int(s) for s in args.seeds.split(',')]
-  result = compare(web, embeddings, explorer_setup.policy_config(config),
-                   explorer_setup.query_scoring(config), budget, seeds,
+  result = compare(web, embeddings, from_config.policy_config(config),
+                   from_config.query_scoring(config), budget, seeds,
                    queries=policy.Searched.by_text(vocab.lemmas).queries, reward_aucs=aucs)
   print(f'{world.name}: {len(web.relevant)} web images, {100 * web.relevant.mean():.2f}% '
         f'relevant; {len(vocab)} concepts; {budget.iterations} iterations x '
