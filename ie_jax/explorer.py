@@ -161,18 +161,13 @@ class Explorer:
                                   num_labels=len(self.target.class_names), seed=seed,
                                   replace=self.config.concepts.sample_with_replacement,
                                   groups=None if searched is None else searched.queries)
-    # Class-name queries get ids -1, -2, ...: searched and trained on, never GP observations.
-    ids = [int(c) for c in drawn.concepts] + [-1 - int(l) for l in drawn.labels]
-    names = [self.vocab.lemmas[c] for c in drawn.concepts] + [
-        self.target.class_names[l] for l in drawn.labels]
-    if self.descriptors is not None:  # "Ours++": fresh descriptors every iteration
-      names = self.descriptors.queries(names, seed=seed)
     # Kept for scoring and plots: where the policy looked, concept by concept.
     atomic.write(
         os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
         lambda f: np.save(f, probs.astype(np.float32)))
-    return {'queries': [[i, q] for i, q in zip(ids, names)],
-            **policy.distribution_summary(probs, self.vocab)}
+    queries = policy.query_list(drawn, self.vocab.lemmas, self.target.class_names,
+                                descriptors=self.descriptors, seed=seed)
+    return {'queries': queries, **policy.distribution_summary(probs, self.vocab)}
 
   def search(self) -> dict:
     kwargs = dict(dedup=self.caches.dedup, url_cache=self.caches.urls,

@@ -328,3 +328,17 @@ def test_caption_scores_rank_queries_by_the_rewards_of_captions_near_them():
   np.testing.assert_allclose(probs, 1 / 6)
   with pytest.raises(ValueError, match='gp_points'):
     policy.PolicyConfig(gp_points='images')
+
+
+def test_query_list_gives_class_names_negative_ids_and_descriptors_every_text():
+  drawn = policy.Queries(concepts=np.asarray([2, 0]), labels=np.asarray([1, 0]))
+
+  class Descriptors:
+    def queries(self, names, *, seed):
+      return [f'{seed} {n}' for n in names]
+
+  assert policy.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk']) == [
+      [2, 'cat'], [0, 'ant'], [-2, 'elk'], [-1, 'dog']]
+  assert policy.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk'],
+                           descriptors=Descriptors(), seed=7) == [
+      [2, '7 cat'], [0, '7 ant'], [-2, '7 elk'], [-1, '7 dog']]

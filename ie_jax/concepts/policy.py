@@ -357,6 +357,23 @@ def sample_queries(probs, n: int, *, mode: str, num_labels: int = 0, seed: int,
   return Queries(concepts=concepts.astype(np.int64), labels=labels.astype(np.int64))
 
 
+def query_list(drawn: Queries, lemmas, class_names, *, descriptors=None,
+               seed: int = 0) -> list[list]:
+  """`[[id, query text]]` of a draw, concepts first.
+
+  A concept's id is its vocabulary index; class names get -1, -2, ...: they are searched
+  and trained on, but never observed by the GP. With a descriptor sampler ("Ours++",
+  `descriptors.DescriptorSampler`), every query text gets a fresh descriptor, seeded by
+  `seed`.
+  """
+  ids = [int(c) for c in drawn.concepts] + [-1 - int(l) for l in drawn.labels]
+  names = ([lemmas[c] for c in drawn.concepts] +
+           [class_names[l] for l in drawn.labels])
+  if descriptors is not None:
+    names = descriptors.queries(names, seed=seed)
+  return [[i, q] for i, q in zip(ids, names)]
+
+
 def prune_vocabulary(concept_embeddings, label_embeddings, *, fraction: float = 0.1,
                      k: int | None = None, chunk_size: int = 16384) -> np.ndarray:
   """Indices of the concepts closest to the class names (paper §3.2, label-set variant).
