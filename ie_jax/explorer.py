@@ -19,11 +19,10 @@ import time
 import jax
 import numpy as np
 
-from ie_jax import (caption_book, explorer_setup, explorer_state, report,
+from ie_jax import (caption_book, explorer_setup, explorer_state, monitor, report,
                     reward, search_phase, train)
 from ie_jax.concepts import caption_gp, from_config, policy, query_scores
 from ie_jax.data import pipeline
-from ie_jax.eval import knn_monitor
 from ie_jax.utils import atomic, disk, distributed, failpoints, sharding
 from ie_jax.web import shards
 from ie_jax.web import store as store_lib
@@ -65,7 +64,7 @@ class Explorer:
     self.embed_fn = train.make_embed_step(self.mesh, model=self.model)
     # Built once: a fresh jit per iteration would recompile every time.
     self.knn_reward = reward.make_knn_reward(self.mesh, k=config.explore.reward_k)
-    self.knn_accuracy = knn_monitor.KnnMonitor(config, self.target, self.mesh)
+    self.monitor = monitor.Monitor(config, self.target, self.mesh, workdir, self.primary)
     self.writer = explorer_setup.metric_writer(workdir)
     self.rng = jax.random.key(config.seed)
     self.state = explorer_state.ExplorerState()
@@ -206,14 +205,9 @@ class Explorer:
     rewards = self.knn_reward(cands, targets)
     self.side.save_array(self.state, 'rewards', rewards.astype(np.float32))
     kept = rewards[self.candidates(it)]  # less a multi-process search's stored duplicates
-    monitor = {}
-    if self.config.explore.knn_eval_examples > 0:
-      monitor['knn_accuracy'] = self.knn_accuracy(targets, embed, kwargs)
-    if self.primary:
-      report.candidate_grid(self.store, it, rewards, os.path.join(
-          self.workdir, 'report', 'grids', f'iteration-{it:05d}.png'))
+    monitored = self.monitor.after_reward(it, self.store, rewards, targets, embed, kwargs)
     stats = {'reward_mean': np.mean, 'reward_median': np.median, 'reward_max': np.max}
-    return {**monitor, 'candidates': len(kept),
+    return {**monitored, 'candidates': len(kept),
             **{k: float(f(kept)) if len(kept) else float('nan') for k, f in stats.items()}}
 
   def train(self) -> dict:
