@@ -31,7 +31,7 @@ from ie_jax import explorer_setup, pretrain, warmup
 from ie_jax.data import pipeline
 from ie_jax.eval import features
 from ie_jax.models import imagenet_start
-from ie_jax.utils import sharding
+from ie_jax.utils import seeds, sharding
 from ie_jax.worlds import diagnose, world_format
 import results_io  # bench/, the script's own directory
 
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
   epochs = max(1, int(np.ceil(args.warmup_epochs)))
   per_epoch = pipeline.steps_per_pass(len(sample), 1, batch)
   data, _ = pipeline.training_dataset(
-      sample, epochs=epochs, batch_size=batch, seed=config.seed * 7_753 + 1,
+      sample, epochs=epochs, batch_size=batch, seed=seeds.stream(config.seed, 'warmup'),
       image_size=config.moco.image_size, crop_min=config.moco.crop_min,
       num_workers=config.data.num_workers)
   batches = iter(data)

@@ -23,7 +23,7 @@ from ie_jax import (caption_book, explorer_setup, explorer_state, monitor, repor
                     reward, search_phase, train)
 from ie_jax.concepts import caption_gp, from_config, policy, query_scores
 from ie_jax.data import pipeline
-from ie_jax.utils import atomic, disk, distributed, failpoints, sharding
+from ie_jax.utils import atomic, disk, distributed, failpoints, seeds, sharding
 from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 
@@ -154,7 +154,7 @@ class Explorer:
     searched = self.searched()
     probs = policy.distribution(self.embeddings, self.observations(), self.policy_config,
                                 searched=searched, images=self.images())
-    seed = policy.query_seed(self.config.seed, self.state.iteration)
+    seed = seeds.stream(self.config.seed, 'queries', self.state.iteration)
     drawn = policy.sample_queries(probs, cfg.queries_per_iteration,
                                   mode=self.policy_config.mode,
                                   num_labels=len(self.target.class_names), seed=seed,
@@ -216,7 +216,7 @@ class Explorer:
     num = len(order)
     replay = self.replay_refs()
     refs = pipeline.iteration_refs(num, len(replay), len(self.target.source), cfg.pcr,
-                                   cfg.replay_fraction, seed=self.config.seed * 7919 + it)
+                                   cfg.replay_fraction, seed=seeds.stream(self.config.seed, 'mixture', it))
     batch = self.config.train.batch_size
     steps = pipeline.steps_per_pass(len(refs), cfg.epochs_per_iteration, batch)
     if steps == 0:
@@ -228,7 +228,7 @@ class Explorer:
         pipeline.REPLAY: store_lib.RecordSource(self.store, replay),
         pipeline.TARGET: self.target.source}, refs)
     data, skipped = pipeline.from_config(self.config, source, epochs=cfg.epochs_per_iteration,
-                                         seed=self.config.seed * 104_729 + it)
+                                         seed=seeds.stream(self.config.seed, 'train', it))
     batches = iter(data)
     if self.state.data_iter is not None:
       # One iterator state per process (a single dict from runs saved before 2026-12-07).

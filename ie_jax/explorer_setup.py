@@ -12,7 +12,7 @@ from PIL import Image
 from ie_jax import pretrain, train, warmup, worlds
 from ie_jax.worlds import world_format
 from ie_jax.data import pipeline, target as target_lib
-from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib
+from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib, seeds
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import engines, validate
 
@@ -206,7 +206,7 @@ def finetune(config, train_state, step_fn, mesh, source, rng):
   best, best_loss, losses = None, np.inf, []
   steps = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
   for epoch in range(config.explore.finetune_epochs if steps else 0):
-    data, _ = pipeline.from_config(config, source, epochs=1, seed=config.seed * 31 + epoch)
+    data, _ = pipeline.from_config(config, source, epochs=1, seed=seeds.stream(config.seed, 'finetune', epoch))
     epoch_losses = []
     try:
       # Every step's loss comes to the host (log_every=1) for the epoch's mean: a handful

@@ -14,7 +14,7 @@ import jax
 from ie_jax import optim, train
 from ie_jax.data import photometric, pipeline, target
 from ie_jax.models import convert, imagenet_start, moco
-from ie_jax.utils import checkpoint, metric_writer, sharding
+from ie_jax.utils import checkpoint, metric_writer, seeds, sharding
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run(config, workdir: str):
 
   _, state, step_fn = build(config, mesh, total_steps)
   data, skipped = pipeline.from_config(config, images, epochs=config.train.epochs,
-                                       seed=config.seed)
+                                       seed=seeds.stream(config.seed, 'target_pretrain'))
   batches = iter(data)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  max_to_keep=config.checkpoints_to_keep)

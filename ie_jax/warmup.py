@@ -24,7 +24,7 @@ import numpy as np
 
 from ie_jax import train
 from ie_jax.data import pipeline
-from ie_jax.utils import checkpoint, sharding
+from ie_jax.utils import checkpoint, seeds, sharding
 from ie_jax.web import corpus, local_index
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run(config, state, step_fn, mesh, directory: str, index_dir: str):
   fresh_opt_state, fresh_step = jax.device_get((state.opt_state, state.step))
   fingerprint = _fingerprint(config, index_dir)
   data, skipped = pipeline.from_config(config, images, epochs=cfg.warmup_epochs,
-                                       seed=config.seed * 7_753 + 1)
+                                       seed=seeds.stream(config.seed, 'warmup'))
   batches = iter(data)
   ckpt = checkpoint.Checkpointer(directory, max_to_keep=1)
   meta = {'done': False, 'losses': []}

@@ -101,11 +101,6 @@ class PolicyConfig:
 
 # Step 1 (query scores) is query_scores.py; the observation history is the policy's state.
 
-def query_seed(seed: int, iteration: int) -> int:
-  """The seed of an iteration's query draw (the explorer's and the replay's)."""
-  return seed * 1_000_003 + iteration
-
-
 class Searched:
   """Which concepts have had their query searched already.
 
