@@ -50,7 +50,7 @@ def scored_sample(config, sample: int):
   seeded uniform sample of the web for every encoder scored, with its ground truth."""
   config.world = ''  # the world directory as it is: never built over
   world = explorer_setup.load_world(config, '/nonexistent')
-  target = explorer_setup.load_target(config, world)
+  target = explorer_setup.load_target(explorer_setup.with_world_target(config, world))
   everything = warmup.corpus_sample(world['index'], 0, seed=0)
   relevant, kinds = web_truth(config.world_dir, everything.urls)
   scored = np.random.default_rng(0).choice(len(everything), min(sample, len(everything)),
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     tuned = jax.device_put(snapshot.replace(step=fresh[0], opt_state=fresh[1]),
                            sharding.replicated(mesh))
-    tuned, losses = explorer_setup.finetune(config, tuned, step_fn, mesh,
-                                            explorer_setup.load_target(config, world).source, rng)
+    source = explorer_setup.load_target(explorer_setup.with_world_target(config, world)).source
+    tuned, losses = explorer_setup.finetune(config, tuned, step_fn, mesh, source, rng)
     point['finetune_s'] = round(time.perf_counter() - start, 1)
     point['finetune_best_epoch'] = int(np.argmin(losses))
     point['after_finetune'] = score(f'+ fine-tune {config.explore.finetune_epochs} ep', tuned)

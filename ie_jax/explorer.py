@@ -46,7 +46,8 @@ class Explorer:
     if not self.primary:
       distributed.barrier('setup')
     self.world = explorer_setup.load_world(config, workdir)
-    self.target = explorer_setup.load_target(config, self.world)
+    config = self.config = explorer_setup.with_world_target(config, self.world)
+    self.target = explorer_setup.load_target(config)
     self.vocab, self.embeddings = from_config.load_concepts(config, self.world,
                                                                self.target.class_names)
     if self.primary:

@@ -50,19 +50,22 @@ def load_world(config, workdir: str) -> dict | None:
   return paths
 
 
-def world_target(config, world) -> None:
-  """Points a 'folder' target without a data_dir at the world's own target.
+def with_world_target(config, world):
+  """`config`, or where its 'folder' target has no data_dir and the run has a world, a
+  copy whose target is the world's own; the given config is never changed.
 
-  The world's directory is only known once the workdir is, so the config cannot name it;
-  it is filled in here, and saved with the run's config, so probes find it too.
+  The world's directory is only known once the workdir is, so the config cannot name it.
+  The explorer runs on the resolved copy and saves it with its checkpoints, so probes of
+  the run find the target too.
   """
   if world and 'target' in world and config.target.name == 'folder' and \
       not config.target.data_dir:
+    config = config.copy_and_resolve_references()
     config.target.data_dir = world['target']
+  return config
 
 
-def load_target(config, world) -> target_lib.Target:
-  world_target(config, world)
+def load_target(config) -> target_lib.Target:
   target = target_lib.load(config.target, 'train')
   if len(target.source) < config.explore.reward_k:
     raise target_lib.TargetError(

@@ -47,7 +47,7 @@ def run_one(config, workdir: str) -> dict:
     log.warning('The final probe runs in one process: python -m ie_jax.eval.probe '
                 '--workdir=%s (see docs/SCALING.md).', workdir)
   elif config.evaluate.final_probe:
-    result = probe.probe(config, workdir)
+    result = probe.probe(done.config, workdir)  # its target resolved to the world's
     summary['probe'] = {'linear': result['linear']['value'], 'knn': result['knn']['value'],
                         'metric': result['metric'], 'step': result['step']}
     sections.append(('Probe of the last checkpoint', report.probe_html(summary['probe'])))

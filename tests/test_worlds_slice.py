@@ -12,6 +12,7 @@ import pytest
 
 from configs import demo
 from ie_jax import session
+from ie_jax.utils import checkpoint
 
 
 @pytest.mark.slow
@@ -50,5 +51,9 @@ def test_slice_builds_and_one_iteration_explores_probes_and_scores(tmp_path):
     assert os.path.getsize(os.path.join(workdir, 'report', name)) > 0
   page = open(os.path.join(workdir, 'report', 'index.html'), encoding='utf-8').read()
   assert 'ground truth' in page and 'Linear probe' in page
-  # The folder target was pointed at the world's own target.
-  assert config.target.data_dir == os.path.join(str(tmp_path / 'world'), 'target')
+  # The folder target was resolved to the world's own, in the run's saved config (which
+  # probes read), without changing the config the caller passed.
+  saved = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  read_only=True).restore_meta()['config']
+  assert saved['target']['data_dir'] == os.path.join(str(tmp_path / 'world'), 'target')
+  assert not config.target.data_dir
