@@ -28,11 +28,14 @@ from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 
 log = logging.getLogger(__name__)
-PHASES = explorer_state.PHASES
 
 
 class Explorer:
   """The loop's pieces; one method per phase, each mutating `self.state` only."""
+
+  # One iteration: a method per phase, in this order (paper Algorithm 1; the rewards use
+  # the encoder from before the iteration's training). Each ends in a checkpoint.
+  PHASES = ('sample', 'search', 'reward', 'train', 'replay', 'update')
 
   def __init__(self, config, workdir: str):
     self.config = config
@@ -71,7 +74,7 @@ class Explorer:
     self.state = explorer_state.ExplorerState()
     if self.ckpt.latest_step() is not None:
       self.train_state, meta = self.ckpt.restore(self.train_state)
-      self.state = explorer_state.ExplorerState.from_meta(meta['explorer'])
+      self.state = explorer_state.ExplorerState.from_meta(meta['explorer'], self.PHASES)
       log.info('Resumed at iteration %d, phase %r.', self.state.iteration, self.state.phase)
     self.caches = explorer_setup.Caches(self.side, self.state, self.target, config)
     self.engine = explorer_setup.make_engine(config, self.world, self.caches.queries)
@@ -331,8 +334,6 @@ class Explorer:
       raise error from e
 
   def _run(self) -> None:
-    steps = {'sample': self.sample, 'search': self.search, 'reward': self.reward,
-             'train': self.train, 'replay': self.replay, 'update': self.update}
     if self.state.saves == 0:
       if self.config.explore.finetune_epochs > 0:
         self.train_state, losses = explorer_setup.finetune(
@@ -344,16 +345,16 @@ class Explorer:
       it, phase = self.state.iteration, self.state.phase
       start = time.perf_counter()
       summary = self.state.current
-      summary.update(steps[phase]())
+      summary.update(getattr(self, phase)())
       summary[f'time_{phase}_s'] = summary.get(f'time_{phase}_s', 0) + (
           time.perf_counter() - start)
-      if phase == PHASES[-1]:
+      if phase == self.PHASES[-1]:
         self.state.history.append({'iteration': it, **summary})
         explorer_setup.log_iteration(self.writer, it, summary)
         if self.primary:
           report.build(self.workdir, self.state.history)
         self.state.current = {}
-      self.state.advance()
+      self.state.advance(self.PHASES)
       self.save()
     self.writer.close()
     self.ckpt.close()

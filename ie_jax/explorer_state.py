@@ -13,18 +13,13 @@ import numpy as np
 
 from ie_jax.utils import atomic
 
-# The phases of one iteration, in order (paper Algorithm 1: rewards use the encoder from
-# before this iteration's training).
-PHASES = ('sample', 'search', 'reward', 'train', 'replay', 'update')
-
-
 @dataclasses.dataclass
 class ExplorerState:
   """Everything needed to resume the loop, except the TrainState.
 
   Attributes:
     iteration: the iteration in progress (0-based).
-    phase: the next phase to run in it (one of PHASES).
+    phase: the next phase to run in it (one of `explorer.Explorer.PHASES`).
     saves: checkpoints written so far (= the Orbax step of the latest).
     queries: this iteration's [(concept index, query string)], set by 'sample'.
     observations: the policy's history (`policy.Observations.to_state()`).
@@ -36,7 +31,7 @@ class ExplorerState:
     history: one summary dict per finished iteration (for logs and the report).
   """
   iteration: int = 0
-  phase: str = PHASES[0]
+  phase: str = 'sample'
   saves: int = 0
   queries: list = dataclasses.field(default_factory=list)
   observations: dict | None = None
@@ -50,24 +45,24 @@ class ExplorerState:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_meta(cls, meta: dict) -> 'ExplorerState':
+  def from_meta(cls, meta: dict, phases: tuple[str, ...]) -> 'ExplorerState':
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(meta) - known
     if unknown:
       raise ValueError(f'Explorer state has unknown fields {sorted(unknown)}: written by '
                        'another version of ie_jax?')
     state = cls(**meta)
-    if state.phase not in PHASES:
-      raise ValueError(f'Explorer state phase {state.phase!r} is not one of {PHASES}.')
+    if state.phase not in phases:
+      raise ValueError(f'Explorer state phase {state.phase!r} is not one of {phases}.')
     return state
 
-  def advance(self) -> None:
-    """Moves to the next phase (and iteration after the last phase)."""
-    i = PHASES.index(self.phase)
-    if i + 1 < len(PHASES):
-      self.phase = PHASES[i + 1]
+  def advance(self, phases: tuple[str, ...]) -> None:
+    """Moves to the next of `phases` (and to the next iteration after the last)."""
+    i = phases.index(self.phase)
+    if i + 1 < len(phases):
+      self.phase = phases[i + 1]
     else:
-      self.phase, self.iteration = PHASES[0], self.iteration + 1
+      self.phase, self.iteration = phases[0], self.iteration + 1
 
 
 class SideFiles:
