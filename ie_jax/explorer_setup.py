@@ -1,5 +1,6 @@
-"""Builds what the explore loop runs on, from the config: world, target, concepts, engine,
-train state, caches and logs. Kept apart from `explorer.py` so the loop reads like the paper.
+"""Builds what the explore loop runs on, from the config: world, target, engine, train
+state, caches and logs (the concept side: `concepts/from_config.py`). Kept apart from
+`explorer.py` so the loop reads like the paper.
 """
 import io
 import logging
