@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
-from ie_jax.concepts import caption_gp, from_config, gpr, policy
+from ie_jax.concepts import caption_gp, from_config, gpr, policy, sampling
 from ie_jax.utils import config_files, seeds
 from ie_jax.worlds import replay, world_format
 import results_io  # bench/, the script's own directory
@@ -48,7 +48,7 @@ def true_share_policy(web, queries, config, budget, seed: int, novelty: bool) ->
     else:
       probs[allowed] = policy.tier(policy.range_softmax(share[allowed], config.smr),
                                    config.tier_bounds, config.tier_masses)
-    drawn = policy.sample_concepts(probs, budget.queries, seed=seeds.stream(seed, 'queries', it),
+    drawn = sampling.sample_concepts(probs, budget.queries, seed=seeds.stream(seed, 'queries', it),
                                    groups=searched.queries)
     got = []
     for c in drawn:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ie_jax import (caption_book, explorer_setup, explorer_state, monitor, report,
                     reward, search_phase, train)
-from ie_jax.concepts import caption_gp, from_config, policy, query_scores
+from ie_jax.concepts import caption_gp, from_config, policy, query_scores, sampling
 from ie_jax.data import pipeline
 from ie_jax.utils import atomic, disk, distributed, failpoints, seeds, sharding
 from ie_jax.web import shards
@@ -159,7 +159,7 @@ class Explorer:
     probs = policy.distribution(self.embeddings, self.observations(), self.policy_config,
                                 searched=searched, images=self.images())
     seed = seeds.stream(self.config.seed, 'queries', self.state.iteration)
-    drawn = policy.sample_queries(probs, cfg.queries_per_iteration,
+    drawn = sampling.sample_queries(probs, cfg.queries_per_iteration,
                                   mode=self.policy_config.mode,
                                   num_labels=len(self.target.class_names), seed=seed,
                                   replace=self.config.concepts.sample_with_replacement,
@@ -168,9 +168,9 @@ class Explorer:
     atomic.write(
         os.path.join(self.workdir, 'policy', f'iteration-{self.state.iteration:05d}.npy'),
         lambda f: np.save(f, probs.astype(np.float32)))
-    queries = policy.query_list(drawn, self.vocab.lemmas, self.target.class_names,
+    queries = sampling.query_list(drawn, self.vocab.lemmas, self.target.class_names,
                                 descriptors=self.descriptors, seed=seed)
-    return {'queries': queries, **policy.distribution_summary(probs, self.vocab)}
+    return {'queries': queries, **sampling.distribution_summary(probs, self.vocab)}
 
   def search(self) -> dict:
     kwargs = dict(dedup=self.caches.dedup, url_cache=self.caches.urls,

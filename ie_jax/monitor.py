@@ -6,7 +6,7 @@ phase, whose results go to the logs and the report and never back into the loop.
 * the grid of the iteration's best and worst candidates by reward (the paper's Fig. 4).
 
 The policy's entropy and top concepts come with the sample phase's summary
-(`policy.distribution_summary`).
+(`sampling.distribution_summary`).
 """
 import os
 

@@ -11,7 +11,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF
 
 from ie_jax.concepts import gpr
-from ie_jax.concepts import caption_gp, policy, query_scores
+from ie_jax.concepts import caption_gp, policy, query_scores, sampling
 
 
 def unit_vectors(rng, n, d=384):
@@ -183,28 +183,28 @@ def test_observations_bad_input_and_round_trip():
 
 def test_sampling_is_seeded():
   p = policy.range_softmax(np.random.default_rng(5).normal(size=1000))
-  a = policy.sample_concepts(p, 256, seed=7)
-  np.testing.assert_array_equal(a, policy.sample_concepts(p, 256, seed=7))
-  assert not np.array_equal(a, policy.sample_concepts(p, 256, seed=8))
+  a = sampling.sample_concepts(p, 256, seed=7)
+  np.testing.assert_array_equal(a, sampling.sample_concepts(p, 256, seed=7))
+  assert not np.array_equal(a, sampling.sample_concepts(p, 256, seed=8))
   assert len(set(a.tolist())) == 256                    # without replacement by default
-  assert len(set(policy.sample_concepts(p, 2000, seed=7, replace=True).tolist())) < 1000
+  assert len(set(sampling.sample_concepts(p, 2000, seed=7, replace=True).tolist())) < 1000
   with pytest.raises(ValueError, match='1001 distinct'):
-    policy.sample_concepts(p, 1001, seed=0)
+    sampling.sample_concepts(p, 1001, seed=0)
 
 
 def test_label_queries_are_balanced():
   p = np.full(1000, 0.001)
-  q = policy.sample_queries(p, 256, mode='labels', num_labels=37, seed=0)
+  q = sampling.sample_queries(p, 256, mode='labels', num_labels=37, seed=0)
   assert q.concepts.size == 0 and q.labels.size == 256
   counts = np.bincount(q.labels, minlength=37)
   assert counts.min() == 6 and counts.max() == 7       # 256 = 6 x 37 + 34
-  q = policy.sample_queries(p, 256, mode='labels+learned', num_labels=37, seed=0)
+  q = sampling.sample_queries(p, 256, mode='labels+learned', num_labels=37, seed=0)
   assert q.concepts.size == 128 and q.labels.size == 128
   assert np.bincount(q.labels, minlength=37).min() == 3
-  q = policy.sample_queries(p, 256, mode='random', seed=0)
+  q = sampling.sample_queries(p, 256, mode='random', seed=0)
   assert q.labels.size == 0 and q.concepts.size == 256
   with pytest.raises(ValueError, match='needs class names'):
-    policy.sample_queries(p, 8, mode='labels+relevant', seed=0)
+    sampling.sample_queries(p, 8, mode='labels+relevant', seed=0)
 
 
 def test_prune_vocabulary_against_brute_force():
@@ -238,7 +238,7 @@ def test_learned_policy_finds_the_rewarding_cluster():
     for it in range(6):
       p = policy.distribution(emb, obs, config)
       masses.append(p[in_cluster].sum())
-      picked = policy.sample_concepts(p, 64, seed=it)
+      picked = sampling.sample_concepts(p, 64, seed=it)
       obs = obs.add(picked, reward[picked] + rng.normal(0, 0.02, picked.size))
     return np.array(masses)
 
@@ -331,14 +331,14 @@ def test_caption_scores_rank_queries_by_the_rewards_of_captions_near_them():
 
 
 def test_query_list_gives_class_names_negative_ids_and_descriptors_every_text():
-  drawn = policy.Queries(concepts=np.asarray([2, 0]), labels=np.asarray([1, 0]))
+  drawn = sampling.Queries(concepts=np.asarray([2, 0]), labels=np.asarray([1, 0]))
 
   class Descriptors:
     def queries(self, names, *, seed):
       return [f'{seed} {n}' for n in names]
 
-  assert policy.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk']) == [
+  assert sampling.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk']) == [
       [2, 'cat'], [0, 'ant'], [-2, 'elk'], [-1, 'dog']]
-  assert policy.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk'],
+  assert sampling.query_list(drawn, ['ant', 'bee', 'cat'], ['dog', 'elk'],
                            descriptors=Descriptors(), seed=7) == [
       [2, '7 cat'], [0, '7 ant'], [-2, '7 elk'], [-1, '7 dog']]

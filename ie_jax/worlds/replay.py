@@ -36,7 +36,7 @@ import sys
 import numpy as np
 import tqdm
 
-from ie_jax.concepts import caption_gp, policy, query_scores
+from ie_jax.concepts import caption_gp, policy, query_scores, sampling
 from ie_jax.utils import seeds
 from ie_jax.worlds import world_format
 
@@ -124,7 +124,7 @@ def run_policy(web: Web, embeddings, policy_config: policy.PolicyConfig,
   for it in range(budget.iterations):
     probs = policy.distribution(embeddings, obs, policy_config, searched=searched,
                                 images=images)
-    drawn = policy.sample_queries(
+    drawn = sampling.sample_queries(
         probs, budget.queries, mode=policy_config.mode, seed=seeds.stream(seed, 'queries', it),
         replace=policy_config.replace,
         groups=None if policy_config.redraw_searched else searched.queries).concepts
