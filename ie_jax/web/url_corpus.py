@@ -168,9 +168,11 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
   for r in rows:
     if r.skip:
       skipped[r.skip] = skipped.get(r.skip, 0) + 1
+  # One build writes an index (`_check_ours`): a write killed midway is cleared when the
+  # resumed build writes the same file again.
   atomic.write(_part_path(index_dir, number, 'jsonl'), lambda f: f.write(b''.join(
       (json.dumps({'id': r.number, 'url': r.url, 'caption': r.caption},
-                  ensure_ascii=False) + '\n').encode() for r in kept)))
+                  ensure_ascii=False) + '\n').encode() for r in kept)), single_writer=True)
   _write_json(_part_path(index_dir, number, 'json'),
               {'rows': len(rows), 'kept': len(kept), 'skipped': skipped})
   advance(len(rows) - len(kept))
@@ -180,7 +182,8 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
     vectors[start:start + len(captions)] = embedder.embed(captions, batch_size=batch_size,
                                                           progress=False)
     advance(len(captions))
-  atomic.write(done, lambda f: np.save(f, vectors))  # last: marks the part whole
+  atomic.write(done, lambda f: np.save(f, vectors),  # last: marks the part whole
+               single_writer=True)
 
 
 def _join(index_dir: str, parts: int, plan: dict) -> dict:
@@ -212,7 +215,8 @@ def _join(index_dir: str, parts: int, plan: dict) -> dict:
     raise UrlCorpusError(f'The parts of {index_dir} disagree with their counts; index again.')
   os.replace(tmp_embeddings, os.path.join(index_dir, EMBEDDINGS))
   os.replace(tmp_records, os.path.join(index_dir, RECORDS))
-  atomic.write(os.path.join(index_dir, OFFSETS), lambda f: np.save(f, offsets))
+  atomic.write(os.path.join(index_dir, OFFSETS), lambda f: np.save(f, offsets),
+               single_writer=True)
   skipped = {}
   for s in stats:
     for reason, count in s['skipped'].items():
@@ -233,7 +237,8 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, data) -> None:
-  atomic.write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+  atomic.write(path, lambda f: f.write(json.dumps(data, indent=1).encode()),
+               single_writer=True)
 
 
 class UrlIndex:

@@ -18,6 +18,7 @@ world (default: the world the run explored). Needs a world with a ground truth. 
 """
 import argparse
 import collections
+import functools
 import glob
 import io
 import json
@@ -50,8 +51,13 @@ def knn_reward(web: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
   """The run's own reward (`reward.make_knn_reward`) on any features, L2-normalised here
   (the encoder's already are; colour histograms are not)."""
   unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-  return reward.make_knn_reward(sharding.make_mesh(), k=k)(
-      unit(np.asarray(web, np.float32)), unit(np.asarray(target, np.float32)))
+  return _reward_fn(k)(unit(np.asarray(web, np.float32)), unit(np.asarray(target, np.float32)))
+
+
+@functools.lru_cache(maxsize=4)
+def _reward_fn(k: int):
+  # Built once per k: a fresh one per call would compile the reward again each time.
+  return reward.make_knn_reward(sharding.make_mesh(), k=k)
 
 
 def colour_histogram(png: bytes) -> np.ndarray:
