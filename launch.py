@@ -18,7 +18,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import common
-from ie_jax import pretrain, search_phase, session
+from ie_jax import pretrain, session
+from ie_jax.explore import search
 from ie_jax.utils import config_check, distributed
 
 # A spent search quota (EX_TEMPFAIL): the run is checkpointed; run the command again later.
@@ -49,7 +50,7 @@ def main(argv):
   run = {'explore': session.run, 'pretrain': pretrain.run}[_MODE.value]
   try:
     run(_CONFIG.value, _WORKDIR.value)
-  except search_phase.QuotaStop as e:
+  except search.QuotaStop as e:
     logging.error('%s', e)
     sys.exit(QUOTA_EXIT_CODE)
 

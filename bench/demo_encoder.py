@@ -5,7 +5,7 @@ r"""How good a starting encoder is the demo's, before it explores? The reward's 
 
 It builds the demo's model (configs/demo.py, with the overrides below), warms it up on a
 uniform sample of the web corpus exactly as `ie_jax.warmup` does, and at each warm-up
-epoch in --eval_at fine-tunes a copy on the target (`explorer_setup.finetune`) and scores
+epoch in --eval_at fine-tunes a copy on the target (`explore_setup.finetune`) and scores
 the image reward (mean cosine to the 15 nearest target images) on a uniform sample of the
 web against the world's ground truth: the AUC of relevant vs other images, overall and
 among emoji only (the hard part: same medium, other subjects), next to a colour histogram.
@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
 from configs import demo
-from ie_jax import explorer_setup, pretrain, warmup
+from ie_jax import pretrain, warmup
+from ie_jax.explore import setup as explore_setup
 from ie_jax.data import pipeline
 from ie_jax.eval import features
 from ie_jax.models import imagenet_start
@@ -49,8 +50,8 @@ def scored_sample(config, sample: int):
   """(world, web image bytes, target training image bytes, relevant, kinds): the same
   seeded uniform sample of the web for every encoder scored, with its ground truth."""
   config.world = ''  # the world directory as it is: never built over
-  world = explorer_setup.load_world(config, '/nonexistent')
-  target = explorer_setup.load_target(explorer_setup.with_world_target(config, world))
+  world = explore_setup.load_world(config, '/nonexistent')
+  target = explore_setup.load_target(explore_setup.with_world_target(config, world))
   everything = warmup.corpus_sample(world['index'], 0, seed=0)
   relevant, kinds = web_truth(config.world_dir, everything.urls)
   scored = np.random.default_rng(0).choice(len(everything), min(sample, len(everything)),
@@ -149,8 +150,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     tuned = jax.device_put(snapshot.replace(step=fresh[0], opt_state=fresh[1]),
                            sharding.replicated(mesh))
-    source = explorer_setup.load_target(explorer_setup.with_world_target(config, world)).source
-    tuned, losses = explorer_setup.finetune(config, tuned, step_fn, mesh, source, rng)
+    source = explore_setup.load_target(explore_setup.with_world_target(config, world)).source
+    tuned, losses = explore_setup.finetune(config, tuned, step_fn, mesh, source, rng)
     point['finetune_s'] = round(time.perf_counter() - start, 1)
     point['finetune_best_epoch'] = int(np.argmin(losses))
     point['after_finetune'] = score(f'+ fine-tune {config.explore.finetune_epochs} ep', tuned)

@@ -169,7 +169,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       slow_factor=4.0,
       slow_min_s=2.0,
       # An iteration whose engine quota refused more than this share of its queries stops
-      # the run before any download (ie_jax.search_phase.QuotaStop), or with wait_for_quota
+      # the run before any download (ie_jax.explore.search.QuotaStop), or with wait_for_quota
       # waits for the reset (the API's Retry-After, else quota_wait_s) and asks again.
       max_quota_loss=0.1,
       wait_for_quota=False,

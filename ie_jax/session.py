@@ -16,7 +16,7 @@ import json
 import logging
 import os
 
-from ie_jax import explorer, report
+from ie_jax import explore, report
 from ie_jax.eval import probe
 from ie_jax.worlds import scoring
 
@@ -38,15 +38,13 @@ def _seeds(config) -> list[int]:
 
 def run_one(config, workdir: str) -> dict:
   """Explores in `workdir`, then probes and scores per the config; returns the summary."""
-  done = explorer.run(config, workdir)
+  done = explore.run(config, workdir)
   summary = {'mode': config.concepts.mode, 'iterations': len(done.state.history)}
   if not done.primary:
     return summary  # process 0 scores and reports
   sections = []
-  if config.evaluate.final_probe and done.processes > 1:
-    log.warning('The final probe runs in one process: python -m ie_jax.eval.probe '
-                '--workdir=%s (see docs/SCALING.md).', workdir)
-  elif config.evaluate.final_probe:
+  if config.evaluate.final_probe and done.comm.alone(
+      f'python -m ie_jax.eval.probe --workdir={workdir}'):
     result = probe.probe(done.config, workdir)  # its target resolved to the world's
     summary['probe'] = {'linear': result['linear']['value'], 'knn': result['knn']['value'],
                         'metric': result['metric'], 'step': result['step']}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ie_jax import explorer
+from ie_jax import explore
 from ie_jax.testing import soak
 from ie_jax.utils import checkpoint, disk, failpoints
 from ie_jax.web import store as store_lib
@@ -28,7 +28,7 @@ def small_config():
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
-  explorer.run(small_config(), workdir)
+  explore.run(small_config(), workdir)
   return workdir, soak.final_state(workdir)
 
 
@@ -41,7 +41,7 @@ def test_a_full_disk_stops_with_advice_and_the_resumed_run_matches(straight, poi
   workdir = str(tmp_path / 'run')
   failpoints.reset()
   monkeypatch.setenv(failpoints.DISK_FULL_ENV, point)
-  run = explorer.Explorer(small_config(), workdir)
+  run = explore.Explorer(small_config(), workdir)
   with pytest.raises(disk.DiskFullError) as info:
     run.run()
   message = str(info.value)
@@ -59,7 +59,7 @@ def test_a_full_disk_stops_with_advice_and_the_resumed_run_matches(straight, poi
     ckpt.restore(run.train_state, step)
 
   monkeypatch.delenv(failpoints.DISK_FULL_ENV)  # space is back
-  explorer.run(small_config(), workdir)
+  explore.run(small_config(), workdir)
   resumed = soak.final_state(workdir)
   assert resumed['observations'] == expected['observations']
   assert resumed['replay'] == expected['replay']

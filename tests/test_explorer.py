@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ie_jax import explorer
+from ie_jax import explore
+from ie_jax.explore import caption_book
 from ie_jax.utils import checkpoint
+from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +28,7 @@ def straight_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('straight'))
   config = tiny.get_config()
   config.checkpoint_every_steps = 4
-  return workdir, explorer.run(config, workdir)
+  return workdir, explore.run(config, workdir)
 
 
 def test_two_iterations_leave_every_artefact(straight_run):
@@ -95,7 +97,7 @@ def test_sigkill_inside_every_phase_then_resume_gives_the_same_run(straight_run,
 def test_a_search_with_no_usable_images_leaves_a_resumable_state(tmp_path):
   config = tiny.get_config('iterations=1')
   config.web.min_side = 1000  # every corpus image is too small
-  run = explorer.run(config, str(tmp_path))
+  run = explore.run(config, str(tmp_path))
   (summary,) = run.state.history
   assert summary['candidates'] == 0 and summary['train_steps'] == 0
   assert summary['download_too_small'] == 48 and 'download_ok' not in summary
@@ -106,14 +108,14 @@ def test_a_search_with_no_usable_images_leaves_a_resumable_state(tmp_path):
 def test_a_target_smaller_than_k_fails_at_start(tmp_path):
   from ie_jax.data import target as target_lib
   with pytest.raises(target_lib.TargetError, match='fewer than the k=15 neighbours'):
-    explorer.run(tiny.get_config('examples=10'), str(tmp_path))
+    explore.run(tiny.get_config('examples=10'), str(tmp_path))
 
 
 def test_label_set_mode_searches_class_names_over_a_pruned_vocabulary(tmp_path):
   from ie_jax.data import shapes
   config = tiny.get_config('iterations=1,mode=labels+learned')
   config.concepts.prune_fraction = 0.25  # 3 of the world's 12 concepts
-  run = explorer.run(config, str(tmp_path))
+  run = explore.run(config, str(tmp_path))
   assert len(run.vocab) == 3
   # The pruned concepts are the shapes' own names, not the distractor textures.
   assert set(run.vocab.lemmas) <= set(shapes.CLASSES), run.vocab.lemmas
@@ -129,11 +131,11 @@ def test_the_captions_gp_is_fitted_to_every_kept_image(tmp_path):
   its reward becomes a point of the GP that draws the next iteration's queries."""
   config = tiny.get_config()
   config.concepts.gp_input = 'captions'
-  run = explorer.run(config, str(tmp_path))
-  store = store_lib.WebStore(os.path.join(str(tmp_path), 'web'))
+  run = explore.run(config, str(tmp_path))
+  store = shards.open_run_store(str(tmp_path))  # less the search's excluded duplicates
   kept = [r for it in store.iterations() for r in store.manifest(it) if r['status'] == 'ok']
   assert kept and all(r['caption'].strip() for r in kept)
-  images = run.images()
+  images = caption_book.load(run.arrays)
   assert len(images) == len(kept)
   assert images.embeddings.shape == (len(kept), 384)
   np.testing.assert_allclose(np.linalg.norm(images.embeddings, axis=1), 1, atol=1e-4)

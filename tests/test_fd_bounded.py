@@ -3,7 +3,7 @@ import asyncio
 import os
 
 from configs import tiny
-from ie_jax import explorer, report
+from ie_jax import explore, report
 from ie_jax.testing.fault_server import EXPECTED_FAULTS, FETCH, GOOD, LIMITS, FaultServer, serve
 from ie_jax.web import download, records
 from ie_jax.web import store as store_lib
@@ -56,7 +56,7 @@ def test_descriptors_do_not_grow_over_iterations(tmp_path, monkeypatch):
 
   monkeypatch.setattr(report, 'build', count_after_each_iteration)
   before = open_fds()
-  explorer.run(config, str(tmp_path))
+  explore.run(config, str(tmp_path))
   assert len(counts) == 4
   print('descriptors after each iteration:', [len(c) for c in counts])
   for later in counts[2:]:  # the first iterations open the lazily created logs and pools

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ie_jax import explorer, explorer_setup
+from ie_jax import explore
+from ie_jax.explore import setup as explore_setup
 from ie_jax.data import pipeline, target as target_lib
 from ie_jax.utils import sharding
 
@@ -32,7 +33,7 @@ def test_the_state_after_the_lowest_loss_epoch_is_returned():
     loss = epoch_losses[(len(calls) - 1) // per_epoch]
     return {'steps': state['steps'] + 1}, {'loss': jnp.float32(loss)}
 
-  best, losses = explorer_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn,
+  best, losses = explore_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn,
                                          sharding.make_mesh(), source, jax.random.key(0))
   assert losses == epoch_losses
   assert len(calls) == 3 * per_epoch
@@ -51,7 +52,7 @@ def test_a_diverged_fine_tune_says_so():
     return state, {'loss': jnp.float32(2.0 if len(calls) <= per_epoch else np.nan)}
 
   with pytest.raises(FloatingPointError, match='fine-tune diverged.*epoch 1'):
-    explorer_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn, sharding.make_mesh(),
+    explore_setup.finetune(config, {'steps': jnp.int32(0)}, step_fn, sharding.make_mesh(),
                             source, jax.random.key(0))
 
 
@@ -59,7 +60,7 @@ def test_a_target_smaller_than_a_batch_cannot_be_fine_tuned():
   config = small_config(finetune_epochs=1)
   source = target_lib.load(config.target, 'train').source
   with pytest.raises(ValueError, match='fewer images than one batch'):
-    explorer_setup.finetune(config, {'steps': jnp.int32(0)}, None, sharding.make_mesh(),
+    explore_setup.finetune(config, {'steps': jnp.int32(0)}, None, sharding.make_mesh(),
                             target_lib.Head(source, config.train.batch_size - 1),
                             jax.random.key(0))
 
@@ -67,14 +68,14 @@ def test_a_target_smaller_than_a_batch_cannot_be_fine_tuned():
 def test_exploration_starts_from_the_fine_tuned_state_and_records_it(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   tuned = {}
-  real_finetune = explorer_setup.finetune
+  real_finetune = explore_setup.finetune
 
   def spy(*args, **kwargs):
     tuned['state'], tuned['losses'] = real_finetune(*args, **kwargs)
     return tuned['state'], tuned['losses']
 
-  monkeypatch.setattr(explorer_setup, 'finetune', spy)
-  start = explorer.run(small_config(finetune_epochs=2, iterations=0), workdir)
+  monkeypatch.setattr(explore_setup, 'finetune', spy)
+  start = explore.run(small_config(finetune_epochs=2, iterations=0), workdir)
   losses = tuned['losses']
   assert len(losses) == 2 and all(np.isfinite(losses))
   per_epoch = pipeline.steps_per_pass(len(start.target.source), 1, 16)
@@ -84,8 +85,8 @@ def test_exploration_starts_from_the_fine_tuned_state_and_records_it(tmp_path, m
   def no_second_finetune(*unused_args, **unused_kwargs):
     raise AssertionError('a resumed run must not fine-tune again')
 
-  monkeypatch.setattr(explorer_setup, 'finetune', no_second_finetune)
-  resumed = explorer.Explorer(small_config(finetune_epochs=2, iterations=0), workdir)
+  monkeypatch.setattr(explore_setup, 'finetune', no_second_finetune)
+  resumed = explore.Explorer(small_config(finetune_epochs=2, iterations=0), workdir)
   # The starting checkpoint holds exactly the fine-tuned state, and the first iteration
   # starts from it with the losses in its summary (`current` becomes history[0]).
   assert (resumed.state.iteration, resumed.state.phase, resumed.state.saves) == (0, 'sample', 1)

@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 
 from configs import tiny
-from ie_jax import explorer
+from ie_jax import explore
 from ie_jax.testing.fault_server import serve
 from test_web_no_leaks import KEY, HostileApi
 
@@ -61,7 +61,7 @@ def test_key_reaches_no_file_of_a_whole_run(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   with _Server() as url:
     config.web.engine_url = url
-    run = explorer.run(config, workdir)
+    run = explore.run(config, workdir)
   assert run.state.history and run.state.history[0]['download_ok'] > 0
   spellings = {KEY, urllib.parse.quote(KEY), KEY.lower(), KEY.encode('utf-16-le').decode(
       'latin-1')}

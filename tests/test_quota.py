@@ -1,5 +1,5 @@
 """A spent search quota: the API client says so (`api.QuotaExhausted`), and an iteration that
-lost too many queries to it stops before any download (`search_phase.QuotaStop`) or, when
+lost too many queries to it stops before any download (`search.QuotaStop`) or, when
 configured, waits for the reset and asks again. Loopback server; no timings checked."""
 import asyncio
 import os
@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from configs import common
-from ie_jax import search_phase
+from ie_jax.explore import search
 from ie_jax.testing.fault_server import serve
 from ie_jax.web import api
 
@@ -90,8 +90,8 @@ QUERIES = [(i, f'query {i}') for i in range(20)]
 def test_iteration_that_lost_too_many_queries_stops_before_downloading():
   engine = QuotaEngine({f'query {i}' for i in range(5)}, reset_in_s=1800)
   # store=None: the stop must come before anything touches the store.
-  with pytest.raises(search_phase.QuotaStop) as e:
-    search_phase.run(3, QUERIES, engine, None, dedup=None, url_cache=None,
+  with pytest.raises(search.QuotaStop) as e:
+    search.run(3, QUERIES, engine, None, dedup=None, url_cache=None,
                      web_config=web_config(), images_per_query=4)
   message = str(e.value)
   assert 'refused 5 of 20 queries' in message and 'about 30 min' in message
@@ -100,15 +100,15 @@ def test_iteration_that_lost_too_many_queries_stops_before_downloading():
 
 def test_a_few_refusals_are_tolerated():
   engine = QuotaEngine({'query 0', 'query 1'})  # 10%: not more than max_quota_loss
-  results, refused = search_phase._search_quota_aware(  # pylint: disable=protected-access
+  results, refused = search._search_quota_aware(  # pylint: disable=protected-access
       engine, [q for _, q in QUERIES], 4, web_config())
   assert set(refused) == {'query 0', 'query 1'} and not results['query 0']
-  assert not search_phase._over_quota(refused, 20, web_config())  # pylint: disable=protected-access
+  assert not search._over_quota(refused, 20, web_config())  # pylint: disable=protected-access
 
 
 def test_wait_for_quota_asks_the_refused_queries_again():
   engine = QuotaEngine({f'query {i}' for i in range(10)}, reset_in_s=None, recover_after=2)
-  results, refused = search_phase._search_quota_aware(  # pylint: disable=protected-access
+  results, refused = search._search_quota_aware(  # pylint: disable=protected-access
       engine, [q for _, q in QUERIES], 4,
       web_config(wait_for_quota=True, quota_wait_s=0.01))
   assert not refused and all(len(results[q]) == 4 for _, q in QUERIES)
@@ -132,28 +132,29 @@ class SpentQuota:
 
 def test_a_run_stops_on_a_spent_quota_and_resumes_after_the_reset(tmp_path, monkeypatch):
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from ie_jax import explorer, explorer_setup  # pylint: disable=g-import-not-at-top
+  from ie_jax import explore  # pylint: disable=g-import-not-at-top
+  from ie_jax.explore import setup as explore_setup  # pylint: disable=g-import-not-at-top
   from ie_jax.web import store as store_lib  # pylint: disable=g-import-not-at-top
   gate = {'spent': False, 'engines': []}
-  make = explorer_setup.make_engine
+  make = explore_setup.make_engine
 
   def make_engine(config, world, query_cache):
     wrapped = SpentQuota(make(config, world, query_cache), gate)
     gate['engines'].append(wrapped)
     return wrapped
-  monkeypatch.setattr(explorer_setup, 'make_engine', make_engine)
+  monkeypatch.setattr(explore_setup, 'make_engine', make_engine)
   config = tiny.get_config()
   config.explore.iterations = 1
   workdir = str(tmp_path / 'run')
-  explorer.run(config, workdir)  # iteration 0, quota fine
+  explore.run(config, workdir)  # iteration 0, quota fine
   config.explore.iterations = 2
   gate['spent'] = True
-  with pytest.raises(search_phase.QuotaStop, match='resets in about 1 min'):
-    explorer.run(config, workdir)
+  with pytest.raises(search.QuotaStop, match='resets in about 1 min'):
+    explore.run(config, workdir)
   store = store_lib.WebStore(os.path.join(workdir, 'web'))
   assert store.iterations() == [0]  # nothing of iteration 1 downloaded
   gate['spent'] = False  # the reset
-  done = explorer.run(config, workdir)
+  done = explore.run(config, workdir)
   assert (done.state.iteration, done.state.phase) == (2, 'sample')
   assert store_lib.WebStore(os.path.join(workdir, 'web')).iterations() == [0, 1]
   assert len(done.state.history) == 2

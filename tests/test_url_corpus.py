@@ -279,15 +279,15 @@ def test_the_real_minilm_ranks_a_small_table_by_meaning(site, tmp_path):
   assert asyncio.run(engine.search('kitten', 1))[0].title == texts[4]
   assert asyncio.run(engine.search('yacht', 1))[0].url == f'{base}/img/3'
   # A run's config reaches it by name.
-  from ie_jax import explorer_setup  # pylint: disable=g-import-not-at-top
+  from ie_jax.explore import setup as explore_setup  # pylint: disable=g-import-not-at-top
   from ie_jax.utils import config_files  # pylint: disable=g-import-not-at-top
   from ie_jax.web import engines  # pylint: disable=g-import-not-at-top
   config = config_files.load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'demo.py'))
   config.web.engine = 'url_corpus'
   with pytest.raises(ValueError, match='config.web.url_index'):
-    explorer_setup.make_engine(config, None, engines.QueryCache())
+    explore_setup.make_engine(config, None, engines.QueryCache())
   config.web.url_index = str(tmp_path / 'index')
-  made = explorer_setup.make_engine(config, None, engines.QueryCache())
+  made = explore_setup.make_engine(config, None, engines.QueryCache())
   assert made.name == 'url_corpus'
   assert asyncio.run(made.search('puppy', 1))[0].url == f'{base}/img/0'
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from ie_jax import explorer, explorer_setup, pretrain, warmup
+from ie_jax import explore, pretrain, warmup
+from ie_jax.explore import setup as explore_setup
 from ie_jax.utils import sharding
 from ie_jax.web import local_index
 
@@ -140,7 +141,7 @@ def test_the_explorer_starts_from_the_warmup_and_a_resumed_run_skips_it(
     return warmed['state']
 
   monkeypatch.setattr(warmup, 'run', spy)
-  start = explorer.run(config, workdir)
+  start = explore.run(config, workdir)
   assert 'state' in warmed and os.path.isdir(warmup.directory(workdir))
   for got, want in zip(jax.tree.leaves(start.train_state), jax.tree.leaves(warmed['state'])):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -149,7 +150,7 @@ def test_the_explorer_starts_from_the_warmup_and_a_resumed_run_skips_it(
     raise AssertionError('a resumed run must not warm up again')
 
   monkeypatch.setattr(warmup, 'run', no_second_warmup)
-  resumed = explorer.Explorer(config, workdir)
+  resumed = explore.Explorer(config, workdir)
   assert resumed.state.saves == 1
   for got, want in zip(jax.tree.leaves(resumed.train_state), jax.tree.leaves(warmed['state'])):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -159,4 +160,4 @@ def test_a_warmup_needs_a_local_corpus():
   config = small_config()
   config.world = ''
   with pytest.raises(ValueError, match='local web corpus'):
-    explorer_setup.warmup_index(config, '/nowhere')
+    explore_setup.warmup_index(config, '/nowhere')

@@ -46,7 +46,7 @@ def test_every_job_gets_one_record_with_the_right_status():
       dedup = forbidden_test_split()
       counts = await download.Downloader(OPTIONS, dedup).run(jobs, got.append)
       # The copies in a run of their own: which of two near duplicates decoded side by side
-      # is kept depends on which finishes first (search_phase orders them; this does not).
+      # is kept depends on which finishes first (the search phase orders them; this does not).
       counts += await download.Downloader(OPTIONS, dedup).run(copies, got.append)
       return base, jobs + copies, got, counts, time.monotonic() - start
 

@@ -1,7 +1,7 @@
 """A search-and-download phase against hostile APIs: no file name or path comes from a URL or
 an API string, and API keys never reach the logs, the store's manifests or the saved caches.
 
-The phase is `search_phase.run`, the explorer's own, with the Flickr and Google backends
+The phase is `search.run`, the explorer's own, with the Flickr and Google backends
 pointed at a loopback imitation of their APIs. The imitation answers with titles, URLs and
 errors chosen to cause trouble: path traversal, slashes, NUL bytes, 3,000-character names,
 and error texts that echo the key back (as Flickr's "Invalid API Key (...)" does).
@@ -17,10 +17,11 @@ import pytest
 from aiohttp import web
 
 from configs import common
-from ie_jax import search_phase
+from ie_jax.explore import search
 from ie_jax.testing.fault_server import encode, picture, serve_in_thread
 from ie_jax.web import api, engines
 from ie_jax.web import dedup as dedup_lib
+from ie_jax.web import shards
 from ie_jax.web import store as store_lib
 from ie_jax.web.flickr import Flickr
 from ie_jax.web.google_cse import GoogleCustomSearch
@@ -92,7 +93,8 @@ class HostileApi:
                                         for url, title in self.results(request, p['q'])]})
 
 
-OUR_NAMES = re.compile(r'^(web/(images-\d{5}-\d{3}\.array_record|manifest-\d{5}-\d{3}\.jsonl)'
+OUR_NAMES = re.compile(r'^(web/(images-\d{5}-\d{3}\.array_record|manifest-\d{5}-\d{3}\.jsonl'
+                       r'|excluded-\d{5}\.json)'
                        r'|logs/run\.log|explorer/(queries|url_cache|dedup)\.json)$')
 
 
@@ -118,8 +120,8 @@ def run_phase(make_engine, workdir: str) -> dict:
   try:
     with hostile_api() as base:
       engine = engines.CachedEngine(make_engine(base), queries)
-      store = store_lib.WebStore(os.path.join(workdir, 'web'))
-      counts = search_phase.run(
+      store = shards.ShardedStore(workdir, 0, 1)
+      counts = search.run(
           0, list(enumerate(QUERIES)), engine, store, dedup=dedup, url_cache=url_cache,
           web_config=web_config, images_per_query=len(HOSTILE_PATHS))
   finally:

@@ -112,8 +112,8 @@ def test_fuzzed_urls_through_the_real_fetch_give_a_record_never_an_exception(
 _PHASE = textwrap.dedent('''
     import asyncio, json, sys
     from configs import common
-    from ie_jax import search_phase
-    from ie_jax.web import api, dedup as dedup_lib, store as store_lib
+    from ie_jax.explore import search
+    from ie_jax.web import api, dedup as dedup_lib, shards
 
     class Engine:
       def __init__(self, urls):
@@ -124,7 +124,7 @@ _PHASE = textwrap.dedent('''
     workdir, urls = sys.argv[1], json.loads(sys.argv[2])
     web = common.get_base_config().web
     web.allow_networks, web.part_size, web.min_side, web.max_side = '127.0.0.1/32', 2, 32, 64
-    counts = search_phase.run(0, [(0, 'q')], Engine(urls), store_lib.WebStore(workdir),
+    counts = search.run(0, [(0, 'q')], Engine(urls), shards.ShardedStore(workdir, 0, 1),
                               dedup=dedup_lib.DedupIndex(), url_cache=dedup_lib.UrlCache(),
                               web_config=web, images_per_query=len(urls))
     print(json.dumps(counts))
@@ -141,7 +141,7 @@ def test_a_search_phase_killed_mid_way_resumes_past_invalid_hosts(tmp_path):
     urls.append(f'{base}/redirect?to=' + urllib.parse.quote('http://bad..host.invalid/y.jpg'))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, 'PYTHONPATH': root, 'JAX_PLATFORMS': 'cpu'}
-    args = [sys.executable, '-c', _PHASE, str(tmp_path / 'web'), json.dumps(urls)]
+    args = [sys.executable, '-c', _PHASE, str(tmp_path), json.dumps(urls)]
     killed = subprocess.run(args, env={**env, 'IE_JAX_FAILPOINT': 'search'}, cwd=root,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]  # the failpoint, not a crash

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import demo, tiny
-from ie_jax import explorer_setup, worlds
+from ie_jax import worlds
+from ie_jax.explore import setup as explore_setup
 from ie_jax.worlds import demo_world, scoring, world_format
 
 
@@ -39,7 +40,7 @@ def test_world_dir_full_of_files_is_left_alone_with_a_clear_error(tmp_path, conf
   config = config_module.get_config()
   config.world_dir = str(mine)
   with pytest.raises(world_format.WorldError) as error:
-    explorer_setup.load_world(config, str(tmp_path / 'run'))
+    explore_setup.load_world(config, str(tmp_path / 'run'))
   message = str(error.value)
   assert str(mine) in message and 'did not build' in message
   assert 'ground_truth.json' in message  # what was found there

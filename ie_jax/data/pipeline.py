@@ -17,6 +17,7 @@ from absl import flags
 from PIL import Image
 
 from ie_jax.data import augment
+from ie_jax.utils import collectives
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ class MixtureSource:
   def __getitem__(self, i: int):
     source, index = self._refs[i]
     return self._sources[int(source)][int(index)]
+
+
+def iteration_mixture(candidates, replay, target, pcr: float, replay_fraction: float,
+                      seed: int) -> MixtureSource:
+  """The images of one explore iteration's training: `iteration_refs` over the three
+  sources (random access to the new images C, the replay buffer B and the target D)."""
+  refs = iteration_refs(len(candidates), len(replay), len(target), pcr, replay_fraction, seed)
+  return MixtureSource({CANDIDATES: candidates, REPLAY: replay, TARGET: target}, refs)
 
 
 def iteration_refs(num_candidates: int, num_replay: int, num_target: int, pcr: float,
@@ -156,6 +165,15 @@ def _blank_if_skipped(element, *, image_size: int):
   return {'view1': blank, 'view2': blank}
 
 
+def process_blocks(ds: grain.MapDataset, batch_size: int, image_size: int, index: int,
+                   count: int) -> grain.MapDataset:
+  """Process `index` of `count`'s block of every global batch (`collectives.Processes`)."""
+  ds = _ProcessBlocks(ds, batch_size, index, count)
+  # A dropped record would shift this process's batches against the others' and leave
+  # them waiting in a collective: a corrupt record becomes a black image instead.
+  return ds.map(functools.partial(_blank_if_skipped, image_size=image_size))
+
+
 def from_config(config, source, *, epochs: int, seed: int):
   """`training_dataset` at the run's batch, view size, crop scale and workers: the one
   input pipeline every MoCo v3 phase (pretrain, warm-up, fine-tune, explore) trains on."""
@@ -178,11 +196,7 @@ def training_dataset(source, *, epochs: int, batch_size: int, seed: int, image_s
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(epochs)
   # Crops are seeded by the element's global position, before it is assigned to a process.
   ds = ds.random_map(DecodeTwoViews(image_size, crop_min), seed=seed)
-  if jax.process_count() > 1:
-    ds = _ProcessBlocks(ds, batch_size, jax.process_index(), jax.process_count())
-    # A dropped record would shift this process's batches against the others' and leave
-    # them waiting in a collective: a corrupt record becomes a black image instead.
-    ds = ds.map(functools.partial(_blank_if_skipped, image_size=image_size))
+  ds = collectives.current().own_batches(ds, batch_size, image_size)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, 2 * num_workers),
                                             prefetch_buffer_size=4 * batch_size))
   if num_workers > 0:

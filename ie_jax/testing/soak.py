@@ -23,7 +23,7 @@ import numpy as np
 # tokenizer's transformers machinery: 2 s per child otherwise).
 from transformers import AutoTokenizer  # pylint: disable=unused-import
 
-from ie_jax import explorer
+from ie_jax import explore
 from ie_jax.utils import checkpoint
 from ie_jax.web import store as store_lib
 
@@ -44,7 +44,7 @@ def _use_compilation_cache(cache_dir: str) -> None:
 def _child(config, workdir: str, cache_dir: str, conn, verify: bool) -> None:
   """One process of the run: set up (resuming), say 'ready', explore to the end."""
   _use_compilation_cache(cache_dir)
-  run = explorer.Explorer(config, workdir)
+  run = explore.Explorer(config, workdir)
   conn.send('ready')
   run.run()
   if verify:  # every retained checkpoint must restore, arrays included

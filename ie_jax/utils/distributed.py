@@ -2,11 +2,8 @@
 
 `initialize` starts `jax.distributed` when a cluster is described (explicit flags, the
 `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` variables, or SLURM /
-Open MPI, which JAX detects itself); a single process does nothing. The other helpers are
-no-ops or identities with one process, so the explorer runs the same code either way.
-
-Small Python values (queries, manifests rows, iterator states) cross processes as JSON
-bytes inside a uint8 array: JAX's collectives move arrays, not objects.
+Open MPI, which JAX detects itself); a single process does nothing. What the processes
+share once running is `collectives.current()`; the checks here use it at start.
 """
 import hashlib
 import json
@@ -14,7 +11,8 @@ import logging
 import os
 
 import jax
-import numpy as np
+
+from ie_jax.utils import collectives
 
 log = logging.getLogger(__name__)
 
@@ -77,43 +75,6 @@ def initialize(coordinator_address: str = '', num_processes: int = 0, process_id
   return True
 
 
-def is_primary() -> bool:
-  """Process 0: the one that writes logs, reports and the explorer's side files."""
-  return jax.process_index() == 0
-
-
-def _to_bytes(value) -> np.ndarray:
-  return np.frombuffer(json.dumps(value, sort_keys=True).encode('utf-8'), np.uint8)
-
-
-def allgather_json(value) -> list:
-  """Every process's `value` (JSON-serialisable), in process order, on every process."""
-  if jax.process_count() == 1:
-    return [json.loads(json.dumps(value))]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  data = _to_bytes(value)
-  sizes = multihost_utils.process_allgather(np.asarray([len(data)], np.int64))
-  padded = np.zeros((int(np.max(sizes)),), np.uint8)
-  padded[:len(data)] = data
-  gathered = np.asarray(multihost_utils.process_allgather(padded))
-  return [json.loads(bytes(row[:int(n)]).decode('utf-8'))
-          for row, n in zip(gathered, np.ravel(sizes))]
-
-
-def broadcast_json(value):
-  """Process 0's `value` on every process (the others' `value` is ignored)."""
-  if jax.process_count() == 1:
-    return value
-  return allgather_json(value if is_primary() else None)[0]
-
-
-def barrier(name: str) -> None:
-  """Waits until every process reaches the barrier `name`."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
-
-
 def check_same_config(config_dict: dict) -> None:
   """Fails at start if the processes were given different configs.
 
@@ -122,7 +83,7 @@ def check_same_config(config_dict: dict) -> None:
   """
   digest = hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str)
                           .encode('utf-8')).hexdigest()
-  digests = allgather_json(digest)
+  digests = collectives.current().allgather_json(digest)
   differ = [i for i, d in enumerate(digests) if d != digests[0]]
   if differ:
     raise DistributedError(

@@ -3,6 +3,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ie_jax.utils import collectives
+
 
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh over all devices of all processes (or the given ones)."""
@@ -19,14 +21,8 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def gathered(mesh: Mesh) -> NamedSharding:
-  """Where a step's per-example outputs (features, rewards) go so the host can read them.
-
-  One process reads a 'data'-sharded result directly. With several processes each holds
-  only its devices' part, so the output is replicated (an all-gather inside the step).
-  Single-process steps keep the sharded output: their executables are the ones the
-  persistent compilation cache has served reliably (docs/SCALING.md).
-  """
-  return replicated(mesh) if jax.process_count() > 1 else batch_sharded(mesh)
+  """Where a step's per-example outputs go so the host can read them (`Local.gathered`)."""
+  return collectives.current().gathered(mesh)
 
 
 def put_batch(batch, mesh: Mesh):

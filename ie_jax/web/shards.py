@@ -8,12 +8,19 @@ i - offset[k] of shard k. A single process uses `workdir/web` itself, as before.
 
 Past iterations never change, so their offsets are fixed; the current iteration's are read
 after the search phase's barrier, when every shard has committed its parts.
+
+The search phase decides duplicates within an iteration after its downloads, over all
+shards in job order; the images it drops stay stored and are recorded in
+`workdir/web/excluded-IIIII.json` (`exclude`). `manifest` reports them with the verdict as
+their status, so every reader (the explorer, the world's scoring) sees one decision.
 """
+import json
 import os
 import re
 
 import numpy as np
 
+from ie_jax.utils import atomic
 from ie_jax.web import store as store_lib
 
 _SHARD = re.compile(r'^shard-(\d{3})-of-(\d{3})$')
@@ -47,6 +54,7 @@ class ShardedStore:
     self.own = self.shards[index]
     self.root = self.own.root
     self._offsets_cache = {}
+    self._excluded = {}  # iteration -> {index: [status, detail]}
 
   def __getstate__(self):
     return {'workdir': self.workdir, 'index': self.index, 'count': self.count}
@@ -62,6 +70,28 @@ class ShardedStore:
   def writer(self, iteration: int):
     self.refresh()
     return self.own.writer(iteration)
+
+  def exclude(self, iteration: int, decisions: dict, write: bool) -> None:
+    """Records `decisions` {index: [status, detail]} for the iteration's stored images
+    that are not to be used (every process holds them; the one that `write`s saves them)."""
+    self._excluded[iteration] = {int(k): list(v) for k, v in decisions.items()}
+    if write and decisions:  # most iterations drop nothing: no file
+      atomic.write(self._excluded_path(iteration), lambda f: f.write(
+          json.dumps({str(k): v for k, v in sorted(self._excluded[iteration].items())})
+          .encode('utf-8')))
+
+  def _excluded_path(self, iteration: int) -> str:
+    return os.path.join(self.workdir, 'web', f'excluded-{iteration:05d}.json')
+
+  def excluded(self, iteration: int) -> dict:
+    """{index: [status, detail]} of the iteration's stored images that `exclude` dropped."""
+    if iteration not in self._excluded:
+      try:
+        with open(self._excluded_path(iteration), encoding='utf-8') as f:
+          self._excluded[iteration] = {int(k): v for k, v in json.load(f).items()}
+      except FileNotFoundError:
+        return {}  # not decided yet, or nothing dropped
+    return self._excluded[iteration]
 
   def refresh(self) -> None:
     """Forgets cached image counts: call once other processes have committed new parts."""
@@ -82,34 +112,41 @@ class ShardedStore:
     return self._offsets_cache[iteration]
 
   def num_images(self, iteration: int) -> int:
-    if self.count == 1:
-      return self.own.num_images(iteration)
     return int(self._offsets(iteration)[-1])
 
   def read(self, iteration: int, index: int) -> bytes:
-    if self.count == 1:
-      return self.own.read(iteration, index)
     offsets = self._offsets(iteration)
     if not 0 <= index < offsets[-1]:
       raise IndexError(f'Iteration {iteration} has {offsets[-1]} images; asked for {index}.')
     k = int(np.searchsorted(offsets, index, side='right') - 1)
     return self.shards[k].read(iteration, int(index - offsets[k]))
 
-  def manifest(self, iteration: int) -> list[dict]:
-    """All shards' rows, shard by shard; ok rows carry their iteration-wide index."""
-    if self.count == 1:
-      return self.own.manifest(iteration)
+  def manifest(self, iteration: int, decided: bool = True) -> list[dict]:
+    """All shards' rows, shard by shard; ok rows carry their iteration-wide index.
+
+    With `decided`, an image `exclude` dropped has the verdict as its status (and keeps
+    its index, which names its stored bytes); without, every stored image is 'ok'.
+    """
     rows = []
     offsets = self._offsets(iteration)
+    excluded = self.excluded(iteration) if decided else {}
     for k, shard in enumerate(self.shards):
       if iteration not in shard.iterations():
         continue
       for row in shard.manifest(iteration):
         if 'index' in row:
           row['index'] += int(offsets[k])
+          if row['index'] in excluded:
+            row['status'], row['detail'] = excluded[row['index']]
         row['shard'] = k
         rows.append(row)
     return rows
+
+  def kept(self, iteration: int) -> list[dict]:
+    """The iteration's images that count: its ok rows, less the excluded duplicates."""
+    if iteration not in self.iterations():
+      return []
+    return [r for r in self.manifest(iteration) if r['status'] == 'ok']
 
   def open_parts(self) -> int:
     return sum(s.open_parts() for s in self.shards)
@@ -119,9 +156,6 @@ class ShardedStore:
       shard.close()
 
 
-def open_run_store(workdir: str):
+def open_run_store(workdir: str) -> ShardedStore:
   """A finished run's web for reading, whatever process count wrote it."""
-  count = shard_count(workdir)
-  if count == 1:
-    return store_lib.WebStore(os.path.join(workdir, 'web'))
-  return ShardedStore(workdir, 0, count)
+  return ShardedStore(workdir, 0, shard_count(workdir))

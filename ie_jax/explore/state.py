@@ -19,11 +19,11 @@ class ExplorerState:
 
   Attributes:
     iteration: the iteration in progress (0-based).
-    phase: the next phase to run in it (one of `explorer.Explorer.PHASES`).
+    phase: the next phase to run in it (one of `loop.Explorer.PHASES`).
     saves: checkpoints written so far (= the Orbax step of the latest).
     queries: this iteration's [(concept index, query string)], set by 'sample'.
     observations: the policy's history (`policy.Observations.to_state()`).
-    files: name -> file under workdir/explorer/ (replay refs, caches, rewards).
+    files: name -> file under workdir/explorer/ (the `Arrays` fields and the caches).
     data_iter: inside 'train', every process's Grain iterator state in process order (None
       outside it; a single dict in runs saved before 2026-12-07).
     train_steps_done: optimizer steps of this iteration's 'train' already taken.
@@ -56,6 +56,20 @@ class ExplorerState:
       raise ValueError(f'Explorer state phase {state.phase!r} is not one of {phases}.')
     return state
 
+  def record(self, phases: tuple[str, ...], summary: dict, seconds: float) -> dict | None:
+    """Adds the current phase's `summary` and time to the iteration's, and moves to the
+    next phase. After the last, returns the iteration's summary (also added to history)."""
+    current, phase = self.current, self.phase
+    current.update(summary)
+    current[f'time_{phase}_s'] = current.get(f'time_{phase}_s', 0) + seconds
+    done = None
+    if phase == phases[-1]:
+      done = {'iteration': self.iteration, **current}
+      self.history.append(done)
+      self.current = {}
+    self.advance(phases)
+    return done
+
   def advance(self, phases: tuple[str, ...]) -> None:
     """Moves to the next of `phases` (and to the next iteration after the last)."""
     i = phases.index(self.phase)
@@ -63,6 +77,57 @@ class ExplorerState:
       self.phase = phases[i + 1]
     else:
       self.phase, self.iteration = phases[0], self.iteration + 1
+
+
+class _Array:
+  """A field of `Arrays`: one side file, named after the field."""
+
+  def __init__(self, dtype, tail: tuple = (), doc: str = ''):
+    self._dtype, self._tail, self.__doc__ = dtype, tail, doc
+
+  def __set_name__(self, owner, name):
+    self._key = name  # the file's name in `ExplorerState.files`
+
+  def __get__(self, arrays, owner=None) -> np.ndarray:
+    if arrays is None:
+      return self
+    return arrays.side.load_array(arrays.state, self._key,
+                                  np.zeros((0, *self._tail), self._dtype))
+
+  def __set__(self, arrays, value) -> None:
+    arrays.side.save_array(arrays.state, self._key, np.asarray(value, self._dtype))
+
+
+class Arrays:
+  """What the phases hand each other and keep across iterations, as typed fields.
+
+  Reading a field loads the file the state names (empty before the first write); setting
+  one writes a new file and points the state at it, for the next checkpoint to name.
+  """
+  rewards = _Array(np.float32, doc='(images,) this iteration\'s image rewards by store '
+                   'index (reward phase; read by replay and update).')
+  replay = _Array(np.int64, (2,), doc='(n, 2) the replay buffer, [(iteration, index)].')
+  searched = _Array(np.int64, doc='(n,) concepts whose query was searched.')
+  reward_keys = _Array(np.uint64, doc='(n,) sha keys of every image kept so far ...')
+  reward_values = _Array(np.float32, doc='(n,) ... and their rewards (the reward book).')
+  caption_keys = _Array(np.uint64, doc='(n,) the caption GP\'s images (gp_input '
+                        '"captions"), by sha key ...')
+  caption_embeddings = _Array(np.float32, (0,), doc='(n, d) ... their captions\' '
+                              'embeddings ...')
+  caption_rewards = _Array(np.float32, doc='(n,) ... and their rewards.')
+
+  def __init__(self, side: 'SideFiles', state: ExplorerState):
+    self.side, self.state = side, state
+
+  @property
+  def reward_book(self) -> dict:
+    """Stored rewards of every image kept so far, by sha key (query scoring 'all')."""
+    return dict(zip(self.reward_keys.tolist(), self.reward_values.tolist()))
+
+  @reward_book.setter
+  def reward_book(self, book: dict) -> None:
+    self.reward_keys = np.fromiter(book, np.uint64, len(book))
+    self.reward_values = np.fromiter(book.values(), np.float32, len(book))
 
 
 class SideFiles:

@@ -1,7 +1,8 @@
 """Builds what the explore loop runs on, from the config: world, target, engine, train
-state, caches and logs (the concept side: `concepts/from_config.py`). Kept apart from
-`explorer.py` so the loop reads like the paper.
+state, caches and logs (the concept side: `concepts/from_config.py`), and how a run starts
+and stops. Kept apart from `loop.py` so the loop reads like the paper.
 """
+import contextlib
 import io
 import logging
 import os
@@ -10,14 +11,124 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ie_jax import pretrain, train, warmup, worlds
-from ie_jax.worlds import world_format
+from ie_jax import pretrain, reward, train, warmup, worlds
+from ie_jax.concepts import from_config
 from ie_jax.data import pipeline, target as target_lib
-from ie_jax.utils import checkpoint, metric_writer as metric_writer_lib, seeds
+from ie_jax.explore import monitor, search, state as state_lib
+from ie_jax.utils import (checkpoint, collectives, disk, distributed, metric_writer as
+                          metric_writer_lib, seeds, sharding)
 from ie_jax.web import dedup as dedup_lib
-from ie_jax.web import engines, validate
+from ie_jax.web import engines, shards, validate
+from ie_jax.worlds import world_format
 
 log = logging.getLogger(__name__)
+
+
+def build(explorer, config, workdir: str, phases: tuple) -> None:
+  """Gives `explorer` what its phases use, resumed from the latest checkpoint if any.
+
+  Attributes set: config (with the world's target resolved), workdir, mesh, comm (the
+  collectives), primary, world, target, vocab, embeddings (the concepts' GP inputs),
+  store, side (side files), model, train_state, step_fn, ckpt, embed_fn, knn_reward,
+  monitor, writer, rng, state, caches, engine, policy_config, scoring, descriptors,
+  caption_embedder (a function: the captions' text model on process 0, else None).
+  """
+  e = explorer
+  e.workdir, e.mesh, e.comm = workdir, sharding.make_mesh(), collectives.current()
+  e.primary = e.comm.primary
+  distributed.check_same_config(config.to_dict())
+  distributed.check_batch(config.train.batch_size)
+  # Process 0 builds the world and fills the shared caches; the others then only read.
+  if not e.primary:
+    e.comm.barrier('setup')
+  e.world = load_world(config, workdir)
+  config = e.config = with_world_target(config, e.world)
+  e.target = load_target(config)
+  e.vocab, e.embeddings = from_config.load_concepts(config, e.world, e.target.class_names)
+  if e.primary:
+    e.comm.barrier('setup')
+  if os.path.isdir(os.path.join(workdir, 'web')) and shards.shard_count(workdir) != e.comm.count:
+    raise distributed.DistributedError(
+        f'{workdir} was explored by {shards.shard_count(workdir)} process(es); resume it '
+        f'with that many, not {e.comm.count} (each owns a shard of the downloads).')
+  e.store = shards.ShardedStore(workdir, e.comm.index, e.comm.count)
+  e.store.remove_uncommitted()
+  e.side = state_lib.SideFiles(workdir, write=e.primary)
+  e.model, e.train_state, e.step_fn, e.ckpt = train_parts(config, e.mesh, workdir)
+  e.embed_fn = train.make_embed_step(e.mesh, model=e.model)
+  # Built once: a fresh jit per iteration would recompile every time.
+  e.knn_reward = reward.make_knn_reward(e.mesh, k=config.explore.reward_k)
+  e.monitor = monitor.Monitor(config, e.target, e.mesh, workdir, e.primary)
+  e.writer = metric_writer(workdir)
+  e.rng = jax.random.key(config.seed)
+  e.state = state_lib.ExplorerState()
+  if e.ckpt.latest_step() is not None:
+    e.train_state, meta = e.ckpt.restore(e.train_state)
+    e.state = state_lib.ExplorerState.from_meta(meta['explorer'], phases)
+    log.info('Resumed at iteration %d, phase %r.', e.state.iteration, e.state.phase)
+  move_exclusions(e.side, e.state, e.store, e.primary)
+  e.caches = Caches(e.side, e.state, e.target, config)
+  e.engine = make_engine(config, e.world, e.caches.queries)
+  e.policy_config = from_config.policy_config(config)
+  e.scoring = from_config.query_scoring(config)
+  e.descriptors = descriptor_sampler(config)
+  # Loaded on first use, by the one process that samples. (Not a closure over `explorer`:
+  # a reference cycle would keep a discarded explorer's open files until a GC pass.)
+  e.caption_embedder = _lazy(from_config.caption_embedder, config) if e.primary else (
+      lambda: None)
+
+
+def _lazy(make, *args):
+  made = []
+
+  def get():
+    if not made:
+      made.append(make(*args))
+    return made[0]
+  return get
+
+
+def finetune_once(explorer) -> None:
+  """Before the first phase of a new run: the target fine-tune, if configured."""
+  if explorer.config.explore.finetune_epochs > 0:
+    explorer.train_state, losses = finetune(
+        explorer.config, explorer.train_state, explorer.step_fn, explorer.mesh,
+        explorer.target.source, explorer.rng)
+    explorer.state.current['finetune_losses'] = losses
+
+
+def close(explorer) -> None:
+  explorer.writer.close()
+  explorer.ckpt.close()
+  explorer.store.close()  # its readers reopen on demand, e.g. for a probe after the run
+
+
+@contextlib.contextmanager
+def stopping(explorer):
+  """Stops the loop cleanly where the run cannot go on: on a spent engine quota (with a
+  checkpoint, so the run resumes in that search phase) or a full disk (with advice)."""
+  try:
+    yield
+  except search.QuotaStop:
+    # A resumed run searches this iteration again, with the queries that did get answers
+    # served from the saved query cache.
+    explorer.save()
+    explorer.writer.close()
+    explorer.ckpt.close()
+    raise
+  except (OSError, RuntimeError, ValueError) as e:
+    if not disk.is_disk_full(e):
+      raise
+    during = f'iteration {explorer.state.iteration}, phase {explorer.state.phase!r}'
+    error = disk.stopped(e, path=explorer.workdir, during=during,
+                         checkpoint_dir=explorer.ckpt.directory,
+                         step=explorer.ckpt.latest_step())
+    for close_fn in (explorer.writer.close, explorer.ckpt.close):
+      try:
+        close_fn()
+      except (OSError, RuntimeError, ValueError):
+        pass  # flushing logs can fail on the same full disk; the error says why
+    raise error from e
 
 
 def load_world(config, workdir: str) -> dict | None:
@@ -139,7 +250,10 @@ def metric_writer(workdir: str):
   return metric_writer_lib.MetricWriter(os.path.join(workdir, 'logs'))
 
 
-def log_iteration(writer, iteration: int, summary: dict) -> None:
+def log_iteration(writer, done: dict) -> None:
+  """Logs a finished iteration's summary (an entry of `ExplorerState.history`)."""
+  iteration = done['iteration']
+  summary = {k: v for k, v in done.items() if k != 'iteration'}
   scalars = {k: v for k, v in summary.items()
              if isinstance(v, (int, float)) and np.isfinite(v)}
   writer.write_scalars(iteration, {f'explore/{k}': v for k, v in scalars.items()})
@@ -199,6 +313,18 @@ class Caches:
     self._saved_sizes = sizes
 
 
+def move_exclusions(side, state, store, write: bool) -> None:
+  """Runs saved before 2026-12-07 kept a multi-process search's dropped duplicates in a
+  side file, [(iteration, index)]; the store records them now (`ShardedStore.exclude`)."""
+  if 'excluded' not in state.files:
+    return
+  refs = side.load_array(state, 'excluded', np.zeros((0, 2), np.int64))
+  for it in sorted({int(t) for t, _ in refs}):
+    store.exclude(it, {int(i): ['duplicate', 'decided by an earlier version']
+                       for t, i in refs if t == it}, write=write)
+  del state.files['excluded']  # pruned at the next save
+
+
 def finetune(config, train_state, step_fn, mesh, source, rng):
   """The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
 
@@ -206,7 +332,6 @@ def finetune(config, train_state, step_fn, mesh, source, rng):
   state after the epoch with the lowest mean SSL loss (no labels are used), with the
   per-epoch losses.
   """
-  from ie_jax.utils import sharding  # pylint: disable=g-import-not-at-top
   best, best_loss, losses = None, np.inf, []
   steps = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
   for epoch in range(config.explore.finetune_epochs if steps else 0):

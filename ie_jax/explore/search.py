@@ -2,13 +2,13 @@
 
 Resumable without lost or duplicated downloads: images go into store parts of
 `part_size` records, each committed atomically. On a restart, the URLs in this iteration's
-committed manifests are skipped and their hashes re-enter the dedup index, so only the
-part that was in progress is fetched again.
+committed manifests are skipped, so only the part that was in progress is fetched again.
 
-Reproducible: downloads finish in any order, but records are stored, and checked for
-duplicates within the iteration, in job order (a reorder buffer). Which of two near-
-duplicates is kept therefore never depends on network timing, and a resumed run keeps the
-same images as an uninterrupted one.
+Reproducible: downloads finish in any order, but records are stored in job order (a
+reorder buffer), and duplicates within the iteration are decided after the downloads, over
+every process's records in job order. Which of two near-duplicates is kept therefore never
+depends on network timing or the process count, and a resumed run keeps the same images as
+an uninterrupted one.
 """
 import asyncio
 import collections
@@ -18,7 +18,7 @@ import time
 
 import tqdm
 
-from ie_jax.utils import failpoints
+from ie_jax.utils import collectives, failpoints
 from ie_jax.web import api
 from ie_jax.web import dedup as dedup_lib
 from ie_jax.web import download, engines, fetch, validate
@@ -128,18 +128,10 @@ def _cache_row(url_cache, row: dict) -> None:
   url_cache.put(Record(width=row.get('width', 0), height=row.get('height', 0), **fields))
 
 
-def _committed(store: store_lib.WebStore, iteration: int, dedup, url_cache) -> set[str]:
-  """URLs already recorded in this iteration's committed parts; re-registers their hashes.
-
-  `dedup` None: the hashes are left for the caller (the multi-process pass).
-  """
-  done = set()
-  for row in store.manifest(iteration) if iteration in store.iterations() else ():
-    done.add(row['url'])
-    if dedup is not None and row['status'] == OK and row.get('sha256') and row.get('phash'):
-      dedup.add(row['sha256'], int(row['phash'], 16))
-    _cache_row(url_cache, row)
-  return done
+def _committed(store: store_lib.WebStore, iteration: int) -> set[str]:
+  """URLs already recorded in this process's committed parts of the iteration."""
+  return {row['url'] for row in (store.manifest(iteration)
+                                 if iteration in store.iterations() else ())}
 
 
 class _ReadOnlyDedup:
@@ -155,51 +147,62 @@ class _ReadOnlyDedup:
     del sha256, phash  # the search phase adds, in job order
 
 
-def run(iteration: int, queries: list, engine, store: store_lib.WebStore, *,
-        dedup: dedup_lib.DedupIndex, url_cache: dedup_lib.UrlCache, web_config,
-        images_per_query: int, extra_file_roots=()) -> dict:
+def run(iteration: int, queries: list, engine, store, *, dedup: dedup_lib.DedupIndex,
+        url_cache: dedup_lib.UrlCache, web_config, images_per_query: int,
+        extra_file_roots=(), comm=collectives.Local()) -> dict:
   """Searches `queries` [(concept index, query)] and stores what downloads.
 
+  One process or many run the same steps. The processes search a share of the queries
+  each and gather every result, so all of them build the same job list (the results in
+  query order). Process k of `comm.count` fetches jobs k, k + count, ... into its own
+  shard of `store` (a `shards.ShardedStore`), checked against earlier iterations and the
+  target's test images. After a barrier, every process decides the duplicates within the
+  iteration over all shards, in job order; those it drops stay stored and are excluded
+  (`ShardedStore.exclude`). So what is kept never depends on network timing or on the
+  process count.
+
   Returns:
-    Counts per download status, plus 'queries_without_results'.
+    Counts per status over the whole iteration, plus 'queries_without_results'.
   """
-  results, refused = _search_quota_aware(engine, [q for _, q in queries], images_per_query,
-                                         web_config)
-  _check_quota(engine, refused, len(dict.fromkeys(q for _, q in queries)), web_config)
-  done = _committed(store, iteration, dedup, url_cache)
-  jobs = _jobs(queries, results, done)
-  if jobs or done:
-    log.info('Iteration %d: %d URLs to fetch (%d already stored or attempted).', iteration,
-             len(jobs), len(done))
-  # The downloader checks against earlier iterations and the target's test images only;
-  # duplicates within this iteration are decided here, in job order.
+  results = _gather_results(engine, queries, images_per_query, web_config, comm)
+  jobs = _jobs(queries, results, set())
+  position = {job.url: i for i, job in enumerate(jobs)}
+  done = _committed(store.own, iteration)
+  mine = [job for job in jobs[comm.index::comm.count] if job.url not in done]
+  log.info('Iteration %d: %d of %d URLs to fetch here (%d already stored or attempted).',
+           iteration, len(mine), len(jobs), len(done))
   downloader = download.Downloader(download_options(web_config, extra_file_roots),
                                    dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
-
-  def decide(record: Record) -> Record:
-    if record.status != OK:
-      return record
-    verdict = dedup.check(record.sha256, int(record.phash, 16), record.thumb)
-    if verdict is None:
-      dedup.add(record.sha256, int(record.phash, 16))
-      return record
-    return dataclasses.replace(record, status=verdict[0], detail=verdict[1], jpeg=None,
-                               thumb=None)
-
-  counts = _download_in_order(downloader, jobs, store, iteration, web_config.part_size,
-                              decide)
+  _download_in_order(downloader, mine, store, iteration, web_config.part_size)
+  comm.barrier(f'search-{iteration}')
+  store.refresh()
+  counts, excluded = collections.Counter(), {}
+  rows = sorted(store.manifest(iteration, decided=False),
+                key=lambda r: position.get(r['url'], len(jobs)))
+  for row in rows:
+    if row['status'] == OK:
+      # Leaks were refused by the downloaders, on the pictures; this pass only finds
+      # what the iteration itself holds twice.
+      verdict = dedup.check(row['sha256'], int(row['phash'], 16), leaks=False)
+      if verdict is None:
+        dedup.add(row['sha256'], int(row['phash'], 16))
+      else:
+        excluded[row['index']] = list(verdict)
+        row['status'], row['detail'] = verdict
+    _cache_row(url_cache, row)
+    counts[row['status']] += 1
+  store.exclude(iteration, excluded, write=comm.primary)
+  counts = dict(counts)
   counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
                                           if not results.get(q))
   return counts
 
 
-def _download_in_order(downloader, jobs: list, store, iteration: int, part_size: int,
-                       decide=lambda record: record) -> dict:
+def _download_in_order(downloader, jobs: list, store, iteration: int, part_size: int) -> dict:
   """Downloads `jobs` and stores their records in job order, `part_size` per committed part.
 
-  Downloads finish in any order; a reorder buffer hands records to `decide` (which may turn
-  one into a failure, e.g. a duplicate) and to the store in job order, so what is kept never
-  depends on network timing. Returns counts per status.
+  Downloads finish in any order; a reorder buffer hands records to the store in job
+  order, so the parts' contents never depend on network timing. Returns counts per status.
   """
   part = {'writer': None, 'count': 0}
   counts = collections.Counter()
@@ -209,7 +212,7 @@ def _download_in_order(downloader, jobs: list, store, iteration: int, part_size:
   def sink(record: Record) -> None:
     waiting[position[record.url]] = record
     while next_position[0] in waiting:
-      write(decide(waiting.pop(next_position[0])))
+      write(waiting.pop(next_position[0]))
       next_position[0] += 1
 
   def write(record: Record) -> None:
@@ -255,15 +258,16 @@ def _jobs(queries: list, results: dict, done: set) -> list[Job]:
   return jobs
 
 
-def _gather_results(engine, queries: list, images_per_query: int, web_config, index: int,
-                    count: int, gather) -> dict:
+def _gather_results(engine, queries: list, images_per_query: int, web_config,
+                    comm) -> dict:
   """Every query's results on every process; each process searches 1/count of them."""
   unique = list(dict.fromkeys(q for _, q in queries))
-  mine, refused = _search_quota_aware(engine, unique[index::count], images_per_query,
-                                      web_config)
+  mine, refused = _search_quota_aware(engine, unique[comm.index::comm.count],
+                                      images_per_query, web_config)
   results, all_refused = {}, {}
-  parts = gather({'results': {q: [dataclasses.astuple(r) for r in rs] for q, rs in mine.items()},
-                  'refused': refused})
+  parts = comm.allgather_json({
+      'results': {q: [dataclasses.astuple(r) for r in rs] for q, rs in mine.items()},
+      'refused': refused})
   for part in parts:  # every process decides on the same numbers
     all_refused.update(part['refused'])
   _check_quota(engine, all_refused, len(unique), web_config)
@@ -274,55 +278,3 @@ def _gather_results(engine, queries: list, images_per_query: int, web_config, in
       if cache is not None and query not in mine and rows:
         cache.put(engine.name, query, images_per_query, results[query])
   return results
-
-
-def run_sharded(iteration: int, queries: list, engine, store, *, dedup, url_cache,
-                web_config, images_per_query: int, extra_file_roots=(), index: int,
-                count: int, gather, barrier) -> tuple[dict, list]:
-  """`run` for process `index` of `count`, each downloading into its own store shard.
-
-  Every process builds the same job list (queries' results in query order); process k
-  fetches jobs k, k + count, ... into `store`'s own shard, checked against earlier
-  iterations only. After a barrier, every process makes the single-process run's
-  within-iteration duplicate decisions over all shards, in job order, so all processes
-  (and a one-process run) keep the same images: duplicates stay stored but are excluded.
-
-  Args:
-    store: a `shards.ShardedStore`.
-    gather: `distributed.allgather_json`; barrier: `distributed.barrier`.
-
-  Returns:
-    (counts as `run`'s, excluded [(iteration, index)] of stored duplicates).
-  """
-  results = _gather_results(engine, queries, images_per_query, web_config, index, count,
-                            gather)
-  jobs = _jobs(queries, results, set())
-  position = {job.url: i for i, job in enumerate(jobs)}
-  done = _committed(store.own, iteration, None, url_cache)
-  mine = [job for job in jobs[index::count] if job.url not in done]
-  log.info('Iteration %d, process %d: %d of %d URLs to fetch.', iteration, index, len(mine),
-           len(jobs))
-  downloader = download.Downloader(download_options(web_config, extra_file_roots),
-                                   dedup=_ReadOnlyDedup(dedup), url_cache=url_cache)
-  _download_in_order(downloader, mine, store, iteration, web_config.part_size)
-  barrier(f'search-{iteration}')
-  store.refresh()
-  counts, excluded = collections.Counter(), []
-  rows = sorted(store.manifest(iteration), key=lambda r: position.get(r['url'], len(jobs)))
-  for row in rows:
-    _cache_row(url_cache, row)
-    status = row['status']
-    if status == OK:
-      # Leaks were refused by each process's downloader, on the pictures; this pass only
-      # finds what two processes both kept.
-      verdict = dedup.check(row['sha256'], int(row['phash'], 16), leaks=False)
-      if verdict is None:
-        dedup.add(row['sha256'], int(row['phash'], 16))
-      else:
-        status = verdict[0]
-        excluded.append((iteration, row['index']))
-    counts[status] += 1
-  counts = dict(counts)
-  counts['queries_without_results'] = sum(1 for q in dict.fromkeys(q for _, q in queries)
-                                          if not results.get(q))
-  return counts, excluded
