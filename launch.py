@@ -56,4 +56,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  try:
+    config_check.check_overrides(sys.argv[1:], common.get_base_config())
+  except config_check.ConfigError as e:
+    sys.exit(f'error: {e}')
   app.run(main)

@@ -100,14 +100,14 @@ def main(argv=None) -> int:
   if args.init:
     config.init_checkpoint = args.init
   if args.finetune_epochs >= 0:
-    config.explore.finetune_epochs = args.finetune_epochs
+    config.init.finetune_epochs = args.finetune_epochs
   world, web_bytes, target_bytes, relevant, kinds = scored_sample(config, args.sample)
   mesh = sharding.make_mesh()
   model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
   fresh = jax.device_get((state.step, state.opt_state))
   rng = jax.random.key(config.seed)
 
-  k = config.explore.reward_k
+  k = config.reward.k
   hist = diagnose.knn_reward(np.stack([diagnose.colour_histogram(b) for b in web_bytes]),
                              np.stack([diagnose.colour_histogram(b) for b in target_bytes]), k)
   results = {'config': {k_: v for k_, v in vars(args).items()},
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     point = {'warmup_epochs': at, 'warmup_steps': done, 'warmup_s': round(warm_s, 1)}
     point['before_finetune'] = score(f'warm-up {at:g} ep', state)
     results['points'].append(point)
-    if not config.explore.finetune_epochs:
+    if not config.init.finetune_epochs:
       _write(args, results)
       continue
     start = time.perf_counter()
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     tuned, losses = explore_setup.finetune(config, tuned, step_fn, mesh, source, rng)
     point['finetune_s'] = round(time.perf_counter() - start, 1)
     point['finetune_best_epoch'] = int(np.argmin(losses))
-    point['after_finetune'] = score(f'+ fine-tune {config.explore.finetune_epochs} ep', tuned)
+    point['after_finetune'] = score(f'+ fine-tune {config.init.finetune_epochs} ep', tuned)
     print(json.dumps({k_: v for k_, v in point.items() if not isinstance(v, dict)}),
           flush=True)
     # After every point: a long warm-up that is stopped still leaves what it measured.

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
   train_labels = np.asarray(target_lib.load(config.target, 'train').labels())
   test_labels = np.asarray(test.labels())
   model = load_encoder()
-  k = config.explore.reward_k
+  k = config.reward.k
   rows = []
   for size in (int(s) for s in args.sizes.split(',')):
     start = time.perf_counter()

@@ -119,8 +119,8 @@ def main(argv=None) -> int:
   seeds = [int(s) for s in args.seeds.split(',')]
   world = world_format.open_world(args.world, need_ground_truth=True)
   config = config_files.load(args.config)
-  ex = config.explore
-  budget = replay.Budget(ex.iterations, ex.queries_per_iteration, ex.images_per_query)
+  budget = replay.Budget(config.explore.iterations, config.search.queries_per_iteration,
+                         config.search.images_per_query)
   vocab, embeddings = from_config.load_concepts(config, None)
   web = replay.load_web(world, vocab.lemmas, budget.images,
                         text_model=config.concepts.text_model or None)

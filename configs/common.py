@@ -70,6 +70,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict(dict(
       batch_size=224,   # global, over all devices and processes
       epochs=10,        # SSL epochs over the target set (plain MoCo v3 runs)
+      epochs_per_iteration=10,  # SSL epochs over each explore iteration's mixture
   ))
 
   # Target section: the unlabeled target set.
@@ -87,32 +88,52 @@ def get_base_config() -> ml_collections.ConfigDict:
       num_workers=8,   # Grain decode/crop worker processes (0: in the main process)
   ))
 
-  # Explore section: one iteration = sample, search, reward, train, replay, update.
+  # Explore section: the loop itself. One iteration = sample (config.concepts), search,
+  # reward, train, replay, update; the sections below are named after those steps.
   config.explore = ml_collections.ConfigDict(dict(
       iterations=40,               # the paper runs ~20-55 (Figs. 5/7); no stopping rule given
+  ))
+
+  # Search section: what each iteration asks the engine (config.web: how).
+  config.search = ml_collections.ConfigDict(dict(
       queries_per_iteration=256,
       images_per_query=100,
-      min_images_per_query=10,     # query_scoring 'new': fewer images, the query is not scored
-      top_images_per_concept=10,   # concept score = mean of its top-10 image rewards
+  ))
+
+  # Reward section: image rewards, and the concept scores made of them.
+  config.reward = ml_collections.ConfigDict(dict(
+      k=15,                        # image reward = mean cos-sim to the 15 nearest targets
+      top_images=10,               # concept score = mean of its top-10 image rewards
+      min_images=10,               # query_scoring 'new': fewer images, the query is not scored
       # Which of a query's images score it (query_scores.QueryScoring): 'all' its results,
       # earlier downloads at their stored rewards, so every query is observed; 'yield'
       # (only its new images; unfilled slots at the iteration's lowest reward); 'new' (only
-      # its new images, unobserved under min_images_per_query: the pre-#19 rule).
+      # its new images, unobserved under min_images: the pre-#19 rule).
       query_scoring='all',
-      reward_k=15,                 # image reward = mean cos-sim to the 15 nearest targets
-      epochs_per_iteration=10,
+      embed_batch_size=256,        # images per embed_step call
+  ))
+
+  # Replay section: what each iteration trains on besides its new images, and what it keeps.
+  config.replay = ml_collections.ConfigDict(dict(
       pcr=2.0,                     # old images (replay ∪ target) per new candidate
-      replay_fraction=-1.0,        # share of old images from replay; <0: uniform over B ∪ D
-      replay_keep=0.5,             # top 50% of candidates by reward join the replay buffer
+      fraction=-1.0,               # share of old images from replay; <0: uniform over B ∪ D
+      keep=0.5,                    # top 50% of candidates by reward join the replay buffer
+  ))
+
+  # Init section: the encoder the loop starts from (config.init_checkpoint: the weights).
+  config.init = ml_collections.ConfigDict(dict(
       finetune_epochs=0,           # initial SSL fine-tune on the target (0: none)
       # Where no pre-trained encoder can be had (the CPU demo), a stand-in for the paper's
       # ImageNet pre-training before that fine-tune: MoCo v3 on images drawn uniformly from
       # the local engine's corpus, blind to the target (ie_jax.warmup). 0 epochs: none.
       warmup_epochs=0,
       warmup_images=0,             # size of that uniform sample (0: the whole corpus)
-      embed_batch_size=256,        # images per embed_step call (rewards)
-      knn_eval_examples=2000,      # k-NN accuracy on this many target test images per
-                                   # iteration, for monitoring (paper Figs. 5/7); 0: off
+  ))
+
+  # Monitor section: what a run reports beside the algorithm (ie_jax/explore/monitor.py).
+  config.monitor = ml_collections.ConfigDict(dict(
+      knn_examples=2000,           # k-NN accuracy on this many target test images per
+                                   # iteration (paper Figs. 5/7); 0: off
   ))
 
   # Concepts section: the vocabulary and the policy over it.

@@ -80,18 +80,18 @@ def get_config(arg=None):
   config.web.max_side = 64
   config.web.part_size = 500
   config.explore.iterations = arg.iterations
-  config.explore.queries_per_iteration = 32
-  config.explore.images_per_query = 20
-  config.explore.min_images_per_query = 5
+  config.search.queries_per_iteration = 32
+  config.search.images_per_query = 20
+  config.reward.min_images = 5
   # The paper scores a concept by its top 10 of ~100 images; here its top 5 of 20 (a top
   # 2 was as good on the demo world, worse on the objects world: DECISIONS).
-  config.explore.top_images_per_concept = 5
-  config.explore.epochs_per_iteration = 1
+  config.reward.top_images = 5
+  config.train.epochs_per_iteration = 1
   # The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
-  config.explore.finetune_epochs = 20
-  config.explore.warmup_epochs = arg.warmup
-  config.explore.embed_batch_size = 256
-  config.explore.knn_eval_examples = 0
+  config.init.finetune_epochs = 20
+  config.init.warmup_epochs = arg.warmup
+  config.reward.embed_batch_size = 256
+  config.monitor.knn_examples = 0
 
   config.evaluate.final_probe = True
   if arg.seeds > 1 and not arg.compare:

@@ -7,7 +7,7 @@ r"""Internet Explorer on Flowers-102 (paper Table 1).
 Target: 2,040 train+val, 6,149 test (`tfds build oxford_flowers102 --file_format=array_record` first;
 `data_dir=` points at the TFDS data). Hardware: one GPU desktop, as the paper (RTX 3090, 30-40
 hours for ~45 iterations). Start from the official MoCo v3 ResNet-50 (`init=`) fine-tuned
-on the target, as the paper did (`--config.explore.finetune_epochs`).
+on the target, as the paper did (`--config.init.finetune_epochs`).
 Paper linear-probe accuracy (base / random / Ours++ / Ours++ with label set / CLIP): 94.6 (base) / 95.3 (random) / 98.4 (Ours++) / 99.1 (Ours++, label set) / CLIP 96.0.
 Switches: see `configs/common.py:paper_config`.
 """

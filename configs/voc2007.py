@@ -4,7 +4,7 @@ r"""Internet Explorer on PASCAL VOC2007 classification (paper Table 1; multi-lab
 
 Target: train+validation 5,011, test 4,952 (`tfds build voc/2007 --file_format=array_record`).
 The paper starts VOC from MoCo v3 trained on VOC alone (ImageNet is too close to VOC), so
-leave `init=` empty and fine-tune on the target (`--config.explore.finetune_epochs`).
+leave `init=` empty and fine-tune on the target (`--config.init.finetune_epochs`).
 About 20 iterations in the paper. Paper (base / random / Ours++ / Ours++ label set / CLIP):
 58.0 / 70.2 / 80.1 / 79.6 / 86.7. Switches: see `configs/common.py:paper_config`.
 """

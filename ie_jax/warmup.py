@@ -5,8 +5,8 @@ features learnt on a large, general image collection that was chosen without loo
 any target. A small encoder trained from scratch for CPU-minutes on the target's hundred
 images has no such start; it ranks web images by colour. The warm-up is the miniature of
 ImageNet pre-training: MoCo v3, with the run's own model, optimizer and augmentation, on
-images drawn uniformly at random from the local engine's corpus (`explore.warmup_epochs`
-passes over `explore.warmup_images` of them). Uniform: the draw never looks at the target,
+images drawn uniformly at random from the local engine's corpus (`init.warmup_epochs`
+passes over `init.warmup_images` of them). Uniform: the draw never looks at the target,
 its labels or a world's ground truth, only at the index's records. The target fine-tune
 and exploration then start from it, as they would from `config.init_checkpoint`.
 
@@ -77,8 +77,8 @@ def corpus_sample(index_dir: str, count: int, seed: int) -> CorpusImages:
 
 def _fingerprint(config, index_dir: str) -> dict:
   """What decides the warm-up's result; a checkpoint made with other values is not reused."""
-  return {'seed': config.seed, 'epochs': config.explore.warmup_epochs,
-          'images': config.explore.warmup_images, 'batch_size': config.train.batch_size,
+  return {'seed': config.seed, 'epochs': config.init.warmup_epochs,
+          'images': config.init.warmup_images, 'batch_size': config.train.batch_size,
           'image_size': config.moco.image_size, 'model': config.model.to_dict(),
           'index': local_index.read_manifest(index_dir)['content_sha256']}
 
@@ -97,7 +97,7 @@ def run(config, state, step_fn, mesh, directory: str, index_dir: str):
   Returns:
     The warmed-up state, with step 0 and a fresh optimizer state.
   """
-  cfg = config.explore
+  cfg = config.init
   batch_size = config.train.batch_size
   images = corpus_sample(index_dir, cfg.warmup_images, seed=config.seed)
   total = pipeline.steps_per_pass(len(images), cfg.warmup_epochs, batch_size)

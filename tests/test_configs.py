@@ -80,3 +80,18 @@ def test_paper_configs_take_switches_and_sweeps_expand_to_commands():
   assert len(commands) == 2
   assert '--config.concepts.mode=random' in commands[0]
   assert '--workdir=/runs/fl/mode=random' in commands[0]
+
+
+def test_an_unknown_override_names_the_valid_keys_and_a_moved_key_its_new_name():
+  base = common.get_base_config()
+  config_check.check_overrides(['--config.reward.k=5', '--workdir=x', '--config=c.py'], base)
+  with pytest.raises(config_check.ConfigError, match=r'It is config\.reward\.k now'):
+    config_check.check_overrides(['--config.explore.reward_k=5'], base)
+  with pytest.raises(config_check.ConfigError, match=r"at reward: \['embed_batch_size'"):
+    config_check.check_overrides(['--config.reward.kk', '5'], base)
+  with pytest.raises(config_check.ConfigError, match='at the top level'):
+    config_check.check_overrides(['--config.rewards.k=1'], base)
+  for old, new in config_check.MOVED.items():  # every new name exists, no old one does
+    config_check.check_overrides([f'--config.{new}=1'], base)
+    with pytest.raises(config_check.ConfigError):
+      config_check.check_overrides([f'--config.{old}=1'], base)

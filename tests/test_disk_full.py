@@ -21,7 +21,7 @@ from ie_jax.web import store as store_lib
 
 def small_config():
   config = tiny.get_config('iterations=1,examples=32')
-  config.explore.knn_eval_examples = 0
+  config.monitor.knn_examples = 0
   return config
 
 

@@ -27,18 +27,19 @@ def test_one_process_collectives_do_nothing():
 def _write(store: shards.ShardedStore, iteration: int, names: list[str]) -> None:
   with store.writer(iteration) as part:
     for name in names:
-      part.add(name.encode(), {'url': name, 'status': 'ok', 'sha256': name})
+      part.add(name.encode(), {'url': name, 'status': 'ok', 'sha256': f'sha-of-{name}'})
 
 
 def test_exclusions_live_in_the_store_and_every_reader_sees_them(tmp_path):
   store = shards.ShardedStore(str(tmp_path), 0, 1)
-  _write(store, 0, ['a', 'b', 'c'])
+  _write(store, 0, ['c', 'b', 'a'])
   store.exclude(0, {}, write=True)
   assert not list((tmp_path / 'web').glob('excluded-*'))  # nothing dropped: no file
   store.exclude(0, {1: ['duplicate', 'same bytes as a']}, write=True)
   for reader in (store, shards.ShardedStore(str(tmp_path), 0, 1),
                  shards.open_run_store(str(tmp_path))):
-    assert [r['url'] for r in reader.kept(0)] == ['a', 'c']
+    assert [r['url'] for r in reader.kept(0)] == ['c', 'a']
+    assert reader.kept_indices(0).tolist() == [2, 0]  # by content, not by download order
     assert reader.manifest(0)[1]['status'] == 'duplicate'
     assert [r['status'] for r in reader.manifest(0, decided=False)] == ['ok'] * 3
     assert reader.read(0, 1) == b'b'  # the dropped image stays stored under its index

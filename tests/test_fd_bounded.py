@@ -44,7 +44,7 @@ def test_store_readers_are_bounded_and_reopen_on_demand(tmp_path):
 
 def test_descriptors_do_not_grow_over_iterations(tmp_path, monkeypatch):
   config = tiny.get_config('iterations=4,examples=32')
-  config.explore.knn_eval_examples = 0
+  config.monitor.knn_examples = 0
   counts = []
   real_build = report.build
 

@@ -1,4 +1,4 @@
-"""The explorer's initial fine-tune on the target (`explore.finetune_epochs` > 0): early
+"""The explorer's initial fine-tune on the target (`init.finetune_epochs` > 0): early
 stopping on the SSL loss keeps the best epoch's state, and the explore run starts from it."""
 import jax
 import jax.numpy as jnp
@@ -12,10 +12,10 @@ from ie_jax.data import pipeline, target as target_lib
 from ie_jax.utils import sharding
 
 
-def small_config(**explore):
-  config = tiny.get_config('iterations=1,examples=32')
-  config.explore.knn_eval_examples = 0
-  config.explore.update(explore)
+def small_config(iterations=1, **init):
+  config = tiny.get_config(f'iterations={iterations},examples=32')
+  config.monitor.knn_examples = 0
+  config.init.update(init)
   return config
 
 

@@ -48,7 +48,7 @@ def test_key_reaches_no_file_of_a_whole_run(tmp_path, monkeypatch):
   config.web.engine = 'flickr'
   config.web.allow_networks = '127.0.0.0/8'
   config.web.min_side = 16
-  config.explore.min_images_per_query = 1
+  config.reward.min_images = 1
   # Queries the imitation answers normally ('ok', 'disc') and by echoing the key back in an
   # error, a 500 page, malformed JSON, or a reset connection; all drawn in the iteration.
   queries = ['ok', 'disc', 'echo-key', 'echo-500', 'bad-json', 'reset']
@@ -57,7 +57,7 @@ def test_key_reaches_no_file_of_a_whole_run(tmp_path, monkeypatch):
   config.world = ''
   config.concepts.vocab = str(vocab)
   config.concepts.mode = 'random'
-  config.explore.queries_per_iteration = len(queries)
+  config.search.queries_per_iteration = len(queries)
   workdir = str(tmp_path / 'run')
   with _Server() as url:
     config.web.engine_url = url

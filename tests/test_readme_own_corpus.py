@@ -21,9 +21,9 @@ from ie_jax.web import shards
 from ie_jax.worlds import shapes_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ['--config.explore.iterations=1', '--config.explore.finetune_epochs=0',
-        '--config.evaluate.final_probe=False', '--config.explore.queries_per_iteration=4',
-        '--config.explore.images_per_query=8', '--config.train.batch_size=16']
+FAST = ['--config.explore.iterations=1', '--config.init.finetune_epochs=0',
+        '--config.evaluate.final_probe=False', '--config.search.queries_per_iteration=4',
+        '--config.search.images_per_query=8', '--config.train.batch_size=16']
 
 
 def recipe() -> list[str]:

@@ -1,4 +1,4 @@
-"""The web warm-up (`explore.warmup_epochs` > 0), the demo's stand-in for ImageNet
+"""The web warm-up (`init.warmup_epochs` > 0), the demo's stand-in for ImageNet
 pre-training: it reads only web records, trains epochs x batches steps, resumes after a
 kill, and runs once per run; the explorer starts from its result."""
 import builtins
@@ -21,11 +21,11 @@ class Killed(Exception):
   pass
 
 
-def small_config(**explore):
+def small_config(**init):
   config = tiny.get_config('iterations=0,examples=32')
-  config.explore.knn_eval_examples = 0
-  config.explore.update(dict(warmup_epochs=2, warmup_images=32))
-  config.explore.update(explore)
+  config.monitor.knn_examples = 0
+  config.init.update(dict(warmup_epochs=2, warmup_images=32))
+  config.init.update(init)
   config.checkpoint_every_steps = 2
   return config
 

@@ -26,10 +26,10 @@ def test_slice_builds_and_one_iteration_explores_probes_and_scores(tmp_path):
   config.model.dim = 32
   config.model.mlp_dim = 64
   config.train.batch_size = 16
-  config.explore.queries_per_iteration = 6
-  config.explore.images_per_query = 8
-  config.explore.min_images_per_query = 2
-  config.explore.finetune_epochs = 1
+  config.search.queries_per_iteration = 6
+  config.search.images_per_query = 8
+  config.reward.min_images = 2
+  config.init.finetune_epochs = 1
   workdir = str(tmp_path / 'run')
 
   summary = session.run(config, workdir)

@@ -1,6 +1,6 @@
 """The concept side of a run, built from its config: the vocabulary and the GP's inputs
 (`load_concepts`), the policy's settings (`policy_config`, derived from `config.concepts`)
-and the query scoring rule (`query_scoring`, from `config.explore`).
+and the query scoring rule (`query_scoring`, from `config.reward`).
 
 Shared by the explore loop (`explorer.py`), the policy replays (`worlds/replay.py`),
 the diagnosis (`worlds/diagnose.py`) and the benchmarks, so that each builds the same
@@ -87,6 +87,6 @@ def policy_config(config) -> policy.PolicyConfig:
 
 
 def query_scoring(config) -> query_scores.QueryScoring:
-  ex = config.explore
-  return query_scores.QueryScoring(top_k=ex.top_images_per_concept,
-                             min_images=ex.min_images_per_query, rule=ex.query_scoring)
+  r = config.reward
+  return query_scores.QueryScoring(top_k=r.top_images, min_images=r.min_images,
+                                   rule=r.query_scoring)

@@ -21,7 +21,7 @@ class KnnMonitor:
   def __call__(self, train_feats, embed, embed_kwargs) -> float:
     if self._data is None:
       test = target_lib.load(self._config.target, 'test')
-      n = min(self._config.explore.knn_eval_examples, len(test.source))
+      n = min(self._config.monitor.knn_examples, len(test.source))
       self._data = (knn.one_hot(self._target.labels(), len(self._target.class_names)),
                     test.source, np.asarray(test.labels())[:n], n)
     bank_targets, test_source, test_labels, n = self._data

@@ -49,11 +49,12 @@ class Explorer:
     searched = None  # redraws allowed: descriptors vary a repeated concept's query
     if not (self.policy_config.redraw_searched or self.descriptors is not None):
       searched = policy.Searched.by_text(self.vocab.lemmas, self.arrays.searched)
-    probs = policy.distribution(self.embeddings, self.observations(), self.policy_config,
+    observed = self.state.policy_observations(len(self.vocab))
+    probs = policy.distribution(self.embeddings, observed, self.policy_config,
                                 searched=searched, images=caption_book.load(self.arrays))
     seed = seeds.stream(self.config.seed, 'queries', self.state.iteration)
     drawn = sampling.sample_queries(
-        probs, self.config.explore.queries_per_iteration, mode=self.policy_config.mode,
+        probs, self.config.search.queries_per_iteration, mode=self.policy_config.mode,
         num_labels=len(self.target.class_names), seed=seed,
         replace=self.config.concepts.sample_with_replacement,
         groups=None if searched is None else searched.queries)
@@ -69,7 +70,7 @@ class Explorer:
     counts = search.run(
         self.state.iteration, self.state.queries, self.engine, self.store,
         dedup=self.caches.dedup, url_cache=self.caches.urls, web_config=self.config.web,
-        images_per_query=self.config.explore.images_per_query,
+        images_per_query=self.config.search.images_per_query,
         extra_file_roots=(self.world['corpus'],) if self.world else (), comm=self.comm)
     return {'download_' + k: v for k, v in counts.items()}
 
@@ -83,7 +84,7 @@ class Explorer:
       self.arrays.rewards = np.zeros((0,), np.float32)
       return {'candidates': 0}
     kwargs = dict(image_size=self.config.moco.image_size,
-                  batch_size=self.config.explore.embed_batch_size)
+                  batch_size=self.config.reward.embed_batch_size)
     embed = lambda images: self.embed_fn(self.train_state, images)
     targets = reward.embed_images(self.target.source, embed, self.mesh, desc='embed target',
                                   **kwargs)
@@ -91,7 +92,7 @@ class Explorer:
                                 embed, self.mesh, desc='embed candidates', **kwargs)
     failpoints.hit('reward')
     rewards = self.arrays.rewards = self.knn_reward(cands, targets)
-    kept = rewards[self.candidates(it)]  # less the search's excluded duplicates
+    kept = rewards[self.store.kept_indices(it)]  # less the search's excluded duplicates
     monitored = self.monitor.after_reward(it, self.store, rewards, targets, embed, kwargs)
     stats = {'reward_mean': np.mean, 'reward_median': np.median, 'reward_max': np.max}
     return {**monitored, 'candidates': len(kept),
@@ -99,18 +100,18 @@ class Explorer:
 
   def train(self) -> dict:
     """MoCo v3 on the new images plus PCR times as many replay and target images."""
-    cfg, it = self.config.explore, self.state.iteration
+    it, replay = self.state.iteration, self.config.replay
+    epochs = self.config.train.epochs_per_iteration
     source = pipeline.iteration_mixture(
-        store_lib.RecordSource(self.store, [(it, i) for i in self.candidates(it)]),
-        store_lib.RecordSource(self.store, self.arrays.replay), self.target.source, cfg.pcr,
-        cfg.replay_fraction, seeds.stream(self.config.seed, 'mixture', it))
-    steps = pipeline.steps_per_pass(len(source), cfg.epochs_per_iteration,
-                                    self.config.train.batch_size)
+        store_lib.RecordSource(self.store, [(it, i) for i in self.store.kept_indices(it)]),
+        store_lib.RecordSource(self.store, self.arrays.replay), self.target.source, replay.pcr,
+        replay.fraction, seeds.stream(self.config.seed, 'mixture', it))
+    steps = pipeline.steps_per_pass(len(source), epochs, self.config.train.batch_size)
     if steps == 0:
       log.warning('Iteration %d: %d images are less than one batch; not training.', it,
                   len(source))
       return {'train_steps': 0}
-    data, skipped = pipeline.from_config(self.config, source, epochs=cfg.epochs_per_iteration,
+    data, skipped = pipeline.from_config(self.config, source, epochs=epochs,
                                          seed=seeds.stream(self.config.seed, 'train', it))
     batches = iter(data)
     if self.state.data_iter is not None:
@@ -139,9 +140,9 @@ class Explorer:
             'skipped_records': skipped.skipped}
 
   def replay(self) -> dict:
-    """The top `replay_keep` of the new images by reward join the replay buffer."""
-    it, order = self.state.iteration, self.candidates(self.state.iteration)
-    keep = int(np.floor(self.config.explore.replay_keep * len(order)))
+    """The top `replay.keep` of the new images by reward join the replay buffer."""
+    it, order = self.state.iteration, self.store.kept_indices(self.state.iteration)
+    keep = int(np.floor(self.config.replay.keep * len(order)))
     # Ties broken by content (`candidates` order), not by download order.
     best = order[np.sort(np.argsort(-self.arrays.rewards[order], kind='stable')[:keep])]
     added = np.stack([np.full(len(best), it), best], 1)
@@ -156,9 +157,9 @@ class Explorer:
     kept = self.store.kept(it)
     drawn = sorted({int(c) for c, _ in self.state.queries if int(c) >= 0})
     results, added = reward.query_results(rows, {r['index'] for r in kept}, rewards, book,
-                                          drawn, self.config.explore.images_per_query)
+                                          drawn, self.config.search.images_per_query)
     concepts, scores = query_scores.score_queries(results, self.scoring)
-    obs = self.observations().add(concepts, scores)
+    obs = self.state.policy_observations(len(self.vocab)).add(concepts, scores)
     self.state.observations = obs.to_state()
     if added:
       self.arrays.reward_book = book
@@ -192,24 +193,9 @@ class Explorer:
         self.save()
     setup.close(self)
 
-  # Bookkeeping.
-
-  def observations(self) -> policy.Observations:
-    if self.state.observations is None:
-      return policy.Observations(len(self.vocab))
-    return policy.Observations.from_state(self.state.observations, len(self.vocab))
-
-  def candidates(self, it: int) -> np.ndarray:
-    """Store indices of iteration `it`'s images in a canonical (sha256) order: downloads
-    finish in another order every run, and content order makes training, ties and the
-    replay buffer independent of it."""
-    rows = sorted(self.store.kept(it), key=lambda r: r['sha256'])
-    return np.asarray([r['index'] for r in rows], np.int64)
-
   def save(self) -> None:
-    """Checkpoint: side files first, then the state that names them, then pruning. The
-    save counter is the Orbax step, stored in the checkpoint it numbers, so a resumed run's
-    next save gets a fresh number (and fresh side-file names)."""
+    """Checkpoint: side files first, then the state that names them (`state.py`), then
+    pruning."""
     self.state.saves += 1
     self.writer.flush()  # metrics up to a checkpoint survive a crash after it
     self.caches.save(self.side, self.state)

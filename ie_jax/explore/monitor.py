@@ -19,7 +19,7 @@ class Monitor:
 
   def __init__(self, config, target, mesh, workdir: str, primary: bool):
     self._knn = (knn_monitor.KnnMonitor(config, target, mesh)
-                 if config.explore.knn_eval_examples > 0 else None)
+                 if config.monitor.knn_examples > 0 else None)
     self._grids = os.path.join(workdir, 'report', 'grids')
     self._primary = primary
 

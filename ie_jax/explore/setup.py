@@ -57,7 +57,7 @@ def build(explorer, config, workdir: str, phases: tuple) -> None:
   e.model, e.train_state, e.step_fn, e.ckpt = train_parts(config, e.mesh, workdir)
   e.embed_fn = train.make_embed_step(e.mesh, model=e.model)
   # Built once: a fresh jit per iteration would recompile every time.
-  e.knn_reward = reward.make_knn_reward(e.mesh, k=config.explore.reward_k)
+  e.knn_reward = reward.make_knn_reward(e.mesh, k=config.reward.k)
   e.monitor = monitor.Monitor(config, e.target, e.mesh, workdir, e.primary)
   e.writer = metric_writer(workdir)
   e.rng = jax.random.key(config.seed)
@@ -90,7 +90,7 @@ def _lazy(make, *args):
 
 def finetune_once(explorer) -> None:
   """Before the first phase of a new run: the target fine-tune, if configured."""
-  if explorer.config.explore.finetune_epochs > 0:
+  if explorer.config.init.finetune_epochs > 0:
     explorer.train_state, losses = finetune(
         explorer.config, explorer.train_state, explorer.step_fn, explorer.mesh,
         explorer.target.source, explorer.rng)
@@ -179,10 +179,10 @@ def with_world_target(config, world):
 
 def load_target(config) -> target_lib.Target:
   target = target_lib.load(config.target, 'train')
-  if len(target.source) < config.explore.reward_k:
+  if len(target.source) < config.reward.k:
     raise target_lib.TargetError(
         f'The target has {len(target.source)} training images, fewer than the '
-        f'k={config.explore.reward_k} neighbours of the reward.')
+        f'k={config.reward.k} neighbours of the reward.')
   return target
 
 
@@ -221,7 +221,7 @@ def train_parts(config, mesh, workdir: str):
   """(model, TrainState, jitted step, Checkpointer); schedules must not need a length.
 
   The TrainState is the run's starting encoder: `config.init_checkpoint`, then the web
-  warm-up if `explore.warmup_epochs` > 0 (`ie_jax.warmup`), run only before the first
+  warm-up if `init.warmup_epochs` > 0 (`ie_jax.warmup`), run only before the first
   explorer checkpoint: a resumed run restores its state from that instead.
   """
   if 'cosine' in (config.optim.schedule, config.moco.momentum_schedule):
@@ -230,7 +230,7 @@ def train_parts(config, mesh, workdir: str):
   model, state, step_fn = pretrain.build(config, mesh, total_steps=0)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  max_to_keep=config.checkpoints_to_keep)
-  if config.explore.warmup_epochs > 0 and ckpt.latest_step() is None:
+  if config.init.warmup_epochs > 0 and ckpt.latest_step() is None:
     state = warmup.run(config, state, step_fn, mesh, warmup.directory(workdir),
                        warmup_index(config, workdir))
   return model, state, step_fn, ckpt
@@ -241,7 +241,7 @@ def warmup_index(config, workdir: str) -> str:
   world = config.world_dir or os.path.join(workdir, 'world')  # as `load_world`
   index = config.web.local_index or (os.path.join(world, 'index') if config.world else '')
   if not index:
-    raise ValueError('explore.warmup_epochs > 0 needs a local web corpus: set '
+    raise ValueError('init.warmup_epochs > 0 needs a local web corpus: set '
                      'config.web.local_index or config.world.')
   return index
 
@@ -328,14 +328,15 @@ def move_exclusions(side, state, store, write: bool) -> None:
 def finetune(config, train_state, step_fn, mesh, source, rng):
   """The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
 
-  Runs `config.explore.finetune_epochs` epochs of MoCo v3 over the target and returns the
+  Runs `config.init.finetune_epochs` epochs of MoCo v3 over the target and returns the
   state after the epoch with the lowest mean SSL loss (no labels are used), with the
   per-epoch losses.
   """
   best, best_loss, losses = None, np.inf, []
   steps = pipeline.steps_per_pass(len(source), 1, config.train.batch_size)
-  for epoch in range(config.explore.finetune_epochs if steps else 0):
-    data, _ = pipeline.from_config(config, source, epochs=1, seed=seeds.stream(config.seed, 'finetune', epoch))
+  for epoch in range(config.init.finetune_epochs if steps else 0):
+    data, _ = pipeline.from_config(config, source, epochs=1,
+                                   seed=seeds.stream(config.seed, 'finetune', epoch))
     epoch_losses = []
     try:
       # Every step's loss comes to the host (log_every=1) for the epoch's mean: a handful
@@ -348,7 +349,7 @@ def finetune(config, train_state, step_fn, mesh, source, rng):
       raise FloatingPointError(
           f'The target fine-tune diverged in epoch {epoch} (earlier epochs\' mean SSL '
           f'losses: {losses}): {e} Lower config.optim.base_lr, or set '
-          'config.explore.finetune_epochs to the last finite epoch.') from e
+          'config.init.finetune_epochs to the last finite epoch.') from e
     if not done:  # every record was skipped: nothing to train on
       break
     loss = float(np.mean(epoch_losses))

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ie_jax.concepts import policy
 from ie_jax.utils import atomic
 
 @dataclasses.dataclass
@@ -40,6 +41,12 @@ class ExplorerState:
   train_steps_done: int = 0
   current: dict = dataclasses.field(default_factory=dict)
   history: list = dataclasses.field(default_factory=list)
+
+  def policy_observations(self, vocab_size: int) -> policy.Observations:
+    """The policy's history as `policy.Observations` (none before the first update)."""
+    if self.observations is None:
+      return policy.Observations(vocab_size)
+    return policy.Observations.from_state(self.observations, vocab_size)
 
   def to_meta(self) -> dict:
     return dataclasses.asdict(self)

@@ -228,7 +228,7 @@ def soak_config(tiny, iterations: int):
   """configs/tiny.py at its smallest: 32 target images, no k-NN monitoring, checkpoints
   every 2 train steps (more mid-phase saves to die between)."""
   config = tiny.get_config(f'iterations={iterations},examples=32')
-  config.explore.knn_eval_examples = 0
+  config.monitor.knn_examples = 0
   config.checkpoint_every_steps = 2
   return config
 

@@ -148,6 +148,13 @@ class ShardedStore:
       return []
     return [r for r in self.manifest(iteration) if r['status'] == 'ok']
 
+  def kept_indices(self, iteration: int) -> np.ndarray:
+    """`kept`'s indices in a canonical (sha256) order: downloads finish in another order
+    every run, and content order makes training, ties and the replay buffer independent
+    of it."""
+    rows = sorted(self.kept(iteration), key=lambda r: r['sha256'])
+    return np.asarray([r['index'] for r in rows], np.int64)
+
   def open_parts(self) -> int:
     return sum(s.open_parts() for s in self.shards)
 

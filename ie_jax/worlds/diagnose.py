@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                                                      config.moco.image_size, 256))
   web_features = embed([read(f) for f in files])  # the whole web, for the replays
   target_features = embed(target)
-  k = config.explore.reward_k
+  k = config.reward.k
   image_reward = knn_reward(web_features, target_features, k)
 
   print(f'1. Reward quality on {args.sample} random web images')
@@ -126,9 +126,8 @@ def main(argv=None) -> int:
       reward_quality(f'run step {step}', image_reward[sample], relevant[sample],
                      kinds[sample])]}
 
-  ex = config.explore
-  budget = replay.Budget(args.iterations or ex.iterations, ex.queries_per_iteration,
-                         ex.images_per_query)
+  budget = replay.Budget(args.iterations or config.explore.iterations,
+                         config.search.queries_per_iteration, config.search.images_per_query)
   print(f'2. Policy replays ({budget.iterations} iterations, encoder fixed at step {step}, '
         f'seed {config.seed})')
   vocab, embeddings = from_config.load_concepts(config, None)  # cached embeddings

@@ -272,9 +272,8 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   config = config_files.load(args.config)
-  ex = config.explore
-  budget = Budget(args.iterations or ex.iterations, ex.queries_per_iteration,
-                  ex.images_per_query)
+  budget = Budget(args.iterations or config.explore.iterations,
+                  config.search.queries_per_iteration, config.search.images_per_query)
   vocab, embeddings = from_config.load_concepts(config, None)
   web = load_web(world, vocab.lemmas, budget.images,
                  text_model=config.concepts.text_model or None)

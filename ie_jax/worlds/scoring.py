@@ -88,7 +88,7 @@ def score(workdir: str, world: dict, vocab, config) -> dict:
   truth = load_ground_truth(world)
   precision = precision_by_iteration(workdir, world, truth)
   lexnames = tuple(n for n in config.evaluate.relevant_lexnames.split(',') if n)
-  relevant = relevant_concepts(world, vocab, images=config.explore.images_per_query,
+  relevant = relevant_concepts(world, vocab, images=config.search.images_per_query,
                                lexnames=lexnames, truth=truth,
                                text_model=config.concepts.text_model or None)
   images = truth['images'].values()
