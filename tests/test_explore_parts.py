@@ -79,18 +79,22 @@ def test_one_process_search_stores_duplicates_and_excludes_them(tmp_path):
 def test_typed_fields_write_new_files_under_the_old_keys(tmp_path):
   side = state_lib.SideFiles(str(tmp_path))
   state = state_lib.ExplorerState()
-  arrays = state_lib.Arrays(side, state)
-  assert arrays.replay.shape == (0, 2) and arrays.replay.dtype == np.int64
-  assert arrays.rewards.shape == (0,) and arrays.reward_book == {}
-  arrays.rewards = [0.5, 0.25]
-  arrays.reward_book = {7: 0.5}
+  carried = state_lib.Carried(side, state)
+  assert carried.replay.shape == (0, 2) and carried.replay.dtype == np.int64
+  assert carried.rewards.shape == (0,) and carried.reward_book == {}
+  carried.rewards = [0.5, 0.25]
+  carried.reward_book = {7: 0.5}
   state.saves = 1
-  arrays.replay = np.array([[0, 1]])
+  carried.replay = np.array([[0, 1]])
   assert state.files['rewards'] == 'rewards-000000.npy'  # the keys runs saved before used
   assert state.files['replay'] == 'replay-000001.npy'
-  assert arrays.rewards.dtype == np.float32 and arrays.rewards.tolist() == [0.5, 0.25]
-  assert arrays.reward_book == {7: 0.5}
-  assert state_lib.Arrays(side, state).replay.tolist() == [[0, 1]]
+  assert carried.rewards.dtype == np.float32 and carried.rewards.tolist() == [0.5, 0.25]
+  assert carried.reward_book == {7: 0.5}
+  assert state_lib.Carried(side, state).replay.tolist() == [[0, 1]]
+  assert carried.urls is None and not carried.saved('urls') and carried.saved('replay')
+  carried.urls = {'https://a.example/x.jpg': 'ok'}
+  assert state.files['urls'] == 'urls-000001.json' and carried.saved('urls')
+  assert state_lib.Carried(side, state).urls == {'https://a.example/x.jpg': 'ok'}
 
 
 def test_the_last_phase_closes_the_iteration():

@@ -135,7 +135,7 @@ def test_the_captions_gp_is_fitted_to_every_kept_image(tmp_path):
   store = shards.open_run_store(str(tmp_path))  # less the search's excluded duplicates
   kept = [r for it in store.iterations() for r in store.manifest(it) if r['status'] == 'ok']
   assert kept and all(r['caption'].strip() for r in kept)
-  images = caption_book.load(run.arrays)
+  images = caption_book.load(run.carried)
   assert len(images) == len(kept)
   assert images.embeddings.shape == (len(kept), 384)
   np.testing.assert_allclose(np.linalg.norm(images.embeddings, axis=1), 1, atol=1e-4)

@@ -87,8 +87,9 @@ def run_search(name: str, answers: list, n: int):
     engine = ENGINES[name][0]()
   calls = []
 
-  async def request(session, method, url, *, params=None, json_body=None):
-    del session, method, url, params, json_body
+  async def request(session, method, url, *, params=None, json_body=None, form=None,
+                    headers=None):
+    del session, method, url, params, json_body, form, headers
     calls.append(1)
     return answers[len(calls) - 1] if len(calls) <= len(answers) else {}
 
@@ -160,8 +161,8 @@ class _Session:
   def __init__(self, answers):
     self._answers = list(answers)
 
-  def request(self, method, url, params=None, json=None):
-    del method, url, params, json
+  def request(self, method, url, params=None, json=None, data=None, headers=None):
+    del method, url, params, json, data, headers
     return _Response(*self._answers.pop(0)) if self._answers else _Response(503, b'', {})
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ie_jax import report, reward, train
 from ie_jax.concepts import policy, query_scores, sampling
 from ie_jax.data import pipeline
-from ie_jax.explore import caption_book, search, setup, state as state_lib
+from ie_jax.explore import caption_book, search, setup
 from ie_jax.utils import atomic, failpoints, seeds
 from ie_jax.web import store as store_lib
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class Explorer:
   """The loop: `setup.build`'s parts, and one method per phase, which changes only
-  `self.state`, `self.arrays` and the train state."""
+  `self.state`, `self.carried` and the train state."""
 
   # One iteration, in this order (paper Algorithm 1; the rewards use the encoder from
   # before the iteration's training). Each phase ends in a checkpoint.
@@ -34,7 +34,6 @@ class Explorer:
 
   def __init__(self, config, workdir: str):
     setup.build(self, config, workdir, self.PHASES)
-    self.arrays = state_lib.Arrays(self.side, self.state)
 
   def sample(self) -> dict:
     """Draws the iteration's queries from the policy (process 0; the others receive them)."""
@@ -48,10 +47,10 @@ class Explorer:
   def _sample(self) -> dict:
     searched = None  # redraws allowed: descriptors vary a repeated concept's query
     if not (self.policy_config.redraw_searched or self.descriptors is not None):
-      searched = policy.Searched.by_text(self.vocab.lemmas, self.arrays.searched)
+      searched = policy.Searched.by_text(self.vocab.lemmas, self.carried.searched)
     observed = self.state.policy_observations(len(self.vocab))
     probs = policy.distribution(self.embeddings, observed, self.policy_config,
-                                searched=searched, images=caption_book.load(self.arrays))
+                                searched=searched, images=caption_book.load(self.carried))
     seed = seeds.stream(self.config.seed, 'queries', self.state.iteration)
     drawn = sampling.sample_queries(
         probs, self.config.search.queries_per_iteration, mode=self.policy_config.mode,
@@ -81,7 +80,7 @@ class Explorer:
     if num == 0:
       log.warning('Iteration %d stored no usable images: no rewards, no training on new '
                   'data; the policy is unchanged.', it)
-      self.arrays.rewards = np.zeros((0,), np.float32)
+      self.carried.rewards = np.zeros((0,), np.float32)
       return {'candidates': 0}
     kwargs = dict(image_size=self.config.moco.image_size,
                   batch_size=self.config.reward.embed_batch_size)
@@ -91,7 +90,7 @@ class Explorer:
     cands = reward.embed_images(store_lib.RecordSource(self.store, [(it, i) for i in range(num)]),
                                 embed, self.mesh, desc='embed candidates', **kwargs)
     failpoints.hit('reward')
-    rewards = self.arrays.rewards = self.knn_reward(cands, targets)
+    rewards = self.carried.rewards = self.knn_reward(cands, targets)
     kept = rewards[self.store.kept_indices(it)]  # less the search's excluded duplicates
     monitored = self.monitor.after_reward(it, self.store, rewards, targets, embed, kwargs)
     stats = {'reward_mean': np.mean, 'reward_median': np.median, 'reward_max': np.max}
@@ -104,7 +103,7 @@ class Explorer:
     epochs = self.config.train.epochs_per_iteration
     source = pipeline.iteration_mixture(
         store_lib.RecordSource(self.store, [(it, i) for i in self.store.kept_indices(it)]),
-        store_lib.RecordSource(self.store, self.arrays.replay), self.target.source, replay.pcr,
+        store_lib.RecordSource(self.store, self.carried.replay), self.target.source, replay.pcr,
         replay.fraction, seeds.stream(self.config.seed, 'mixture', it))
     steps = pipeline.steps_per_pass(len(source), epochs, self.config.train.batch_size)
     if steps == 0:
@@ -144,15 +143,15 @@ class Explorer:
     it, order = self.state.iteration, self.store.kept_indices(self.state.iteration)
     keep = int(np.floor(self.config.replay.keep * len(order)))
     # Ties broken by content (`candidates` order), not by download order.
-    best = order[np.sort(np.argsort(-self.arrays.rewards[order], kind='stable')[:keep])]
+    best = order[np.sort(np.argsort(-self.carried.rewards[order], kind='stable')[:keep])]
     added = np.stack([np.full(len(best), it), best], 1)
-    self.arrays.replay = replay = np.concatenate([self.arrays.replay, added])
+    self.carried.replay = replay = np.concatenate([self.carried.replay, added])
     failpoints.hit('replay')  # the new file exists, the checkpoint naming it does not
     return {'replay_added': len(added), 'replay_size': len(replay)}
 
   def update(self) -> dict:
     """Scores every drawn concept by its query's image rewards; the GP's new observations."""
-    it, rewards, book = self.state.iteration, self.arrays.rewards, self.arrays.reward_book
+    it, rewards, book = self.state.iteration, self.carried.rewards, self.carried.reward_book
     rows = self.store.manifest(it) if it in self.store.iterations() else []
     kept = self.store.kept(it)
     drawn = sorted({int(c) for c, _ in self.state.queries if int(c) >= 0})
@@ -162,11 +161,11 @@ class Explorer:
     obs = self.state.policy_observations(len(self.vocab)).add(concepts, scores)
     self.state.observations = obs.to_state()
     if added:
-      self.arrays.reward_book = book
+      self.carried.reward_book = book
     if self.policy_config.gp_points == 'captions':
-      caption_book.add(self.arrays, kept, rewards, self.caption_embedder(),
+      caption_book.add(self.carried, kept, rewards, self.caption_embedder(),
                        self.policy_config.max_captions)
-    self.arrays.searched = np.union1d(self.arrays.searched, drawn)
+    self.carried.searched = np.union1d(self.carried.searched, drawn)
     failpoints.hit('update')
     scored = [(s, self.vocab.lemmas[c]) for c, s in zip(concepts, scores) if np.isfinite(s)]
     return {'concepts_scored': len(scored), 'queries_without_new_images': sum(
@@ -198,7 +197,7 @@ class Explorer:
     pruning."""
     self.state.saves += 1
     self.writer.flush()  # metrics up to a checkpoint survive a crash after it
-    self.caches.save(self.side, self.state)
+    self.caches.save(self.carried)
     self.ckpt.save(self.state.saves, self.train_state,
                    {'explorer': self.state.to_meta(), 'config': self.config.to_dict()})
     self.side.prune(self.state)

@@ -18,7 +18,7 @@ from ie_jax.explore import monitor, search, state as state_lib
 from ie_jax.utils import (checkpoint, collectives, disk, distributed, metric_writer as
                           metric_writer_lib, seeds, sharding)
 from ie_jax.web import dedup as dedup_lib
-from ie_jax.web import engines, shards, validate
+from ie_jax.web import engines, openverse, shards, validate
 from ie_jax.worlds import world_format
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ def build(explorer, config, workdir: str, phases: tuple) -> None:
   Attributes set: config (with the world's target resolved), workdir, mesh, comm (the
   collectives), primary, world, target, vocab, embeddings (the concepts' GP inputs),
   store, side (side files), model, train_state, step_fn, ckpt, embed_fn, knn_reward,
-  monitor, writer, rng, state, caches, engine, policy_config, scoring, descriptors,
+  monitor, writer, rng, state, carried (`state.Carried`: the side files as typed fields),
+  caches, engine, policy_config, scoring, descriptors,
   caption_embedder (a function: the captions' text model on process 0, else None).
   """
   e = explorer
@@ -66,8 +67,9 @@ def build(explorer, config, workdir: str, phases: tuple) -> None:
     e.train_state, meta = e.ckpt.restore(e.train_state)
     e.state = state_lib.ExplorerState.from_meta(meta['explorer'], phases)
     log.info('Resumed at iteration %d, phase %r.', e.state.iteration, e.state.phase)
+  e.carried = state_lib.Carried(e.side, e.state)
   move_exclusions(e.side, e.state, e.store, e.primary)
-  e.caches = Caches(e.side, e.state, e.target, config)
+  e.caches = Caches(e.carried, e.target, config)
   e.engine = make_engine(config, e.world, e.caches.queries)
   e.policy_config = from_config.policy_config(config)
   e.scoring = from_config.query_scoring(config)
@@ -214,6 +216,16 @@ def make_engine(config, world, query_cache: engines.QueryCache):
   else:
     kwargs = {'base_url': web.engine_url} if web.engine_url else {}
     engine = engines.make(web.engine, **kwargs)
+    if web.engine == 'openverse' and not openverse.has_credentials():
+      pages = -(-config.search.images_per_query // openverse.ANONYMOUS_PAGE_SIZE)
+      log.warning(
+          'Openverse without credentials: one iteration asks about %d requests (%d queries '
+          'x %d pages of %d), and anonymous callers get a small daily allowance, so the '
+          'run will stop on its quota. Register once (python -m ie_jax.web.openverse '
+          'register ...; the engine table in the README) and set %s and %s.',
+          config.search.queries_per_iteration * pages, config.search.queries_per_iteration,
+          pages, openverse.ANONYMOUS_PAGE_SIZE, openverse.CLIENT_ID_ENV,
+          openverse.CLIENT_SECRET_ENV)
   return engines.CachedEngine(engine, query_cache)
 
 
@@ -268,15 +280,15 @@ def log_iteration(writer, done: dict) -> None:
 class Caches:
   """The web caches that persist across iterations: dedup hashes, URLs, queries."""
 
-  def __init__(self, side, state, target, config):
-    self.dedup = dedup_lib.DedupIndex.from_state(side.load_json(state, 'dedup')) \
-        if 'dedup' in state.files else self._fresh_dedup(target, config)
-    if 'forbidden_thumbs' in state.files:  # the test-leak guard's pictures
-      self.dedup.set_forbidden_thumbs(side.load_array(state, 'forbidden_thumbs', None))
-    self.urls = dedup_lib.UrlCache.from_state(side.load_json(state, 'urls')) \
-        if 'urls' in state.files else dedup_lib.UrlCache()
-    self.queries = engines.QueryCache.from_state(side.load_json(state, 'queries')) \
-        if 'queries' in state.files else engines.QueryCache()
+  def __init__(self, carried, target, config):
+    self.dedup = dedup_lib.DedupIndex.from_state(carried.dedup) \
+        if carried.saved('dedup') else self._fresh_dedup(target, config)
+    if carried.saved('forbidden_thumbs'):  # the test-leak guard's pictures
+      self.dedup.set_forbidden_thumbs(carried.forbidden_thumbs)
+    self.urls = dedup_lib.UrlCache.from_state(carried.urls) \
+        if carried.saved('urls') else dedup_lib.UrlCache()
+    self.queries = engines.QueryCache.from_state(carried.queries) \
+        if carried.saved('queries') else engines.QueryCache()
     self._saved_sizes = None
 
   @staticmethod
@@ -300,16 +312,17 @@ class Caches:
     log.info('Forbidding %d target test images from downloads.', len(test))
     return dedup
 
-  def save(self, side, state) -> None:
+  def save(self, carried) -> None:
     """Writes the caches when they changed since the last save (they only grow)."""
-    if 'forbidden_thumbs' not in state.files:  # written once: they never change
-      side.save_array(state, 'forbidden_thumbs', self.dedup.forbidden_thumbs())
+    if not carried.saved('forbidden_thumbs'):  # written once: they never change
+      carried.forbidden_thumbs = self.dedup.forbidden_thumbs()
     sizes = (len(self.dedup), len(self.urls), len(self.queries))
-    if sizes == self._saved_sizes and {'dedup', 'urls', 'queries'} <= set(state.files):
+    if sizes == self._saved_sizes and all(carried.saved(f) for f in ('dedup', 'urls',
+                                                                      'queries')):
       return
-    side.save_json(state, 'dedup', self.dedup.state())
-    side.save_json(state, 'urls', self.urls.state())
-    side.save_json(state, 'queries', self.queries.state())
+    carried.dedup = self.dedup.state()
+    carried.urls = self.urls.state()
+    carried.queries = self.queries.state()
     self._saved_sizes = sizes
 
 

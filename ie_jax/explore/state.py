@@ -24,7 +24,7 @@ class ExplorerState:
     saves: checkpoints written so far (= the Orbax step of the latest).
     queries: this iteration's [(concept index, query string)], set by 'sample'.
     observations: the policy's history (`policy.Observations.to_state()`).
-    files: name -> file under workdir/explorer/ (the `Arrays` fields and the caches).
+    files: name -> file under workdir/explorer/ (the `Carried` fields).
     data_iter: inside 'train', every process's Grain iterator state in process order (None
       outside it; a single dict in runs saved before 2026-12-07).
     train_steps_done: optimizer steps of this iteration's 'train' already taken.
@@ -87,29 +87,45 @@ class ExplorerState:
 
 
 class _Array:
-  """A field of `Arrays`: one side file, named after the field."""
+  """A field of `Carried` held as a NumPy array: one side file, named after the field."""
 
   def __init__(self, dtype, tail: tuple = (), doc: str = ''):
     self._dtype, self._tail, self.__doc__ = dtype, tail, doc
 
   def __set_name__(self, owner, name):
-    self._key = name  # the file's name in `ExplorerState.files`
+    self.key = name  # the file's name in `ExplorerState.files`
 
-  def __get__(self, arrays, owner=None) -> np.ndarray:
-    if arrays is None:
+  def __get__(self, carried, owner=None) -> np.ndarray:
+    if carried is None:
       return self
-    return arrays.side.load_array(arrays.state, self._key,
-                                  np.zeros((0, *self._tail), self._dtype))
+    return carried.side.load_array(carried.state, self.key,
+                                   np.zeros((0, *self._tail), self._dtype))
 
-  def __set__(self, arrays, value) -> None:
-    arrays.side.save_array(arrays.state, self._key, np.asarray(value, self._dtype))
+  def __set__(self, carried, value) -> None:
+    carried.side.save_array(carried.state, self.key, np.asarray(value, self._dtype))
 
 
-class Arrays:
-  """What the phases hand each other and keep across iterations, as typed fields.
+class _Json(_Array):
+  """A field of `Carried` held as JSON (None before the first write)."""
 
-  Reading a field loads the file the state names (empty before the first write); setting
-  one writes a new file and points the state at it, for the next checkpoint to name.
+  def __init__(self, doc: str = ''):  # pylint: disable=super-init-not-called
+    self.__doc__ = doc
+
+  def __get__(self, carried, owner=None):
+    if carried is None:
+      return self
+    return carried.side.load_json(carried.state, self.key)
+
+  def __set__(self, carried, value) -> None:
+    carried.side.save_json(carried.state, self.key, value)
+
+
+class Carried:
+  """What the loop carries between phases and iterations, as typed fields.
+
+  Reading a field loads the file the state names (empty, or None for JSON, before the
+  first write); setting one writes a new file and points the state at it, for the next
+  checkpoint to name. The files are named after the fields, so earlier runs resume.
   """
   rewards = _Array(np.float32, doc='(images,) this iteration\'s image rewards by store '
                    'index (reward phase; read by replay and update).')
@@ -122,9 +138,19 @@ class Arrays:
   caption_embeddings = _Array(np.float32, (0,), doc='(n, d) ... their captions\' '
                               'embeddings ...')
   caption_rewards = _Array(np.float32, doc='(n,) ... and their rewards.')
+  # The web caches (`setup.Caches`).
+  dedup = _Json(doc='`DedupIndex.state()`: hashes of every image kept so far.')
+  forbidden_thumbs = _Array(np.uint8, (0,), doc='(forbidden hashes, 1024) the test-leak '
+                            'guard\'s pictures, written once.')
+  urls = _Json(doc='`UrlCache.state()`: every URL fetched and its outcome.')
+  queries = _Json(doc='`QueryCache.state()`: every query\'s results.')
 
   def __init__(self, side: 'SideFiles', state: ExplorerState):
     self.side, self.state = side, state
+
+  def saved(self, field: str) -> bool:
+    """Whether `field` was ever written (a file of it is named in the state)."""
+    return getattr(type(self), field).key in self.state.files
 
   @property
   def reward_book(self) -> dict:

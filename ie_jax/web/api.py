@@ -32,7 +32,12 @@ class Result:
 
 
 class EngineError(RuntimeError):
-  """A search failed: HTTP error, exhausted retries, malformed JSON, or an API error."""
+  """A search failed: HTTP error, exhausted retries, malformed JSON, or an API error.
+  `status` is the HTTP status of an error response (None for other failures)."""
+
+  def __init__(self, message: str, status: int | None = None):
+    super().__init__(message)
+    self.status = status
 
 
 class QuotaExhausted(EngineError):
@@ -100,25 +105,33 @@ class JsonClient:
         text = text.replace(form, '<redacted>')
     return text
 
-  def error(self, message: str) -> EngineError:
-    return EngineError(self.redact(f'{self.engine}: {message}'))
+  def add_secret(self, secret: str) -> None:
+    """Redacts `secret` too (e.g. an access token obtained at run time)."""
+    if secret and secret not in self._secrets:
+      self._secrets += (secret,)
+
+  def error(self, message: str, status: int | None = None) -> EngineError:
+    return EngineError(self.redact(f'{self.engine}: {message}'), status)
 
   async def request(self, session: aiohttp.ClientSession, method: str, url: str, *,
-                    params: dict | None = None, json_body: Any = None) -> Any:
-    """The decoded JSON body of a 2xx response. Raises `EngineError`."""
+                    params: dict | None = None, json_body: Any = None,
+                    form: dict | None = None, headers: dict | None = None) -> Any:
+    """The decoded JSON body of a 2xx response (`form`: a urlencoded body). Raises
+    `EngineError`."""
     refusals = 0  # 429s: "too many requests" on every attempt means the quota is spent
     for attempt in range(self.options.retries + 1):
       await self._pace()
       retry_after, why = None, ''
       try:
-        async with session.request(method, url, params=params, json=json_body) as response:
+        async with session.request(method, url, params=params, json=json_body, data=form,
+                                   headers=headers) as response:
           body = await response.read()
           refusals += response.status == 429
           if response.status in _RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get('Retry-After'))
             why = f'HTTP {response.status}'
           elif response.status >= 400:
-            raise self.error(f'HTTP {response.status}: {_snippet(body)}')
+            raise self.error(f'HTTP {response.status}: {_snippet(body)}', response.status)
           else:
             try:
               return json.loads(body)
