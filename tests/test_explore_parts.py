@@ -121,3 +121,19 @@ def test_exclusions_saved_as_a_side_file_move_into_the_store(tmp_path):
   reopened = shards.ShardedStore(str(tmp_path), 0, 1)
   assert [r['url'] for r in reopened.kept(0)] == ['a']
   assert [r['url'] for r in reopened.kept(1)] == ['d']
+
+
+def test_pruning_deletes_only_side_files_it_wrote(tmp_path):
+  side = state_lib.SideFiles(str(tmp_path))
+  state = state_lib.ExplorerState()
+  carried = state_lib.Carried(side, state)
+  carried.replay = np.zeros((0, 2))
+  state.saves = 1
+  carried.replay = np.array([[0, 1]])  # replay-000000.npy is now stale
+  root = tmp_path / 'explorer'
+  (root / '.tmp-urls-000001.json-x7q2').write_text('{')  # a killed write's temporary
+  (root / 'notes.txt').write_text('mine')  # put there by someone else
+  (root / 'replay-backup.npy').write_text('mine too')
+  side.prune(state)
+  assert sorted(p.name for p in root.iterdir()) == ['notes.txt', 'replay-000001.npy',
+                                                     'replay-backup.npy']

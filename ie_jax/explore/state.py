@@ -8,6 +8,7 @@ names it, so a checkpoint never points at a file written after it.
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -163,6 +164,10 @@ class Carried:
     self.reward_values = np.fromiter(book.values(), np.float32, len(book))
 
 
+# `{field}-{save:06d}.npy|json` (`SideFiles.save_*`) and `atomic.write`'s temporaries of them.
+_OURS = re.compile(r'^(\.tmp-)?[a-z_]+-\d{6}\.(npy|json)(-.*)?$')
+
+
 class SideFiles:
   """Versioned files next to the checkpoints: write new, then point the state at them.
 
@@ -215,5 +220,7 @@ class SideFiles:
       return
     keep = set(state.files.values())
     for name in os.listdir(self.root):
-      if name not in keep:  # stray temporaries ('.tmp-*') included
+      # Only names this class writes (and their atomic-write temporaries): a file someone
+      # else put in the directory is never ours to delete.
+      if name not in keep and _OURS.match(name):
         os.remove(self.path(name))
