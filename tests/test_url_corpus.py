@@ -170,7 +170,14 @@ def test_a_stopped_build_resumes_with_its_first_missing_part(site, tmp_path):
   fresh_dir = str(tmp_path / 'fresh')
   fresh = url_corpus.build(str(table), fresh_dir, embedder=WordHashEmbedder(), part_rows=2048,
                            progress=False)
+  timing, fresh_timing = manifest.pop('build'), fresh.pop('build')
   assert manifest == fresh and manifest['rows'] == 10_000
+  # The killed session's two parts count in the resumed build's time (each part keeps its
+  # own): five parts' worth, like the fresh build's, not three.
+  assert set(timing) == set(fresh_timing) == {'parts_seconds', 'parts_cpu_seconds',
+                                             'join_seconds', 'join_cpu_seconds'}
+  assert timing['parts_cpu_seconds'] >= 0.5 * fresh_timing['parts_cpu_seconds'] > 0, (
+      timing, fresh_timing)
   for name in (url_corpus.RECORDS, url_corpus.OFFSETS, url_corpus.EMBEDDINGS):
     with open(os.path.join(index_dir, name), 'rb') as a, open(os.path.join(fresh_dir, name),
                                                                'rb') as b:

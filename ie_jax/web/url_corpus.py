@@ -16,7 +16,9 @@ INDEX_DIR holds, once built:
   offsets.npy     (rows,) int64 byte offset of each line, so a result is read by seeking
   embeddings.npy  (rows, 384) unit caption embeddings, float16 by default
   manifest.json   written last: format, rows, skips by reason, the table's path, size and
-                  mtime, its columns, and the model's fingerprint
+                  mtime, its columns, the model's fingerprint, and `build`: the seconds
+                  (wall and CPU) the parts took to embed and write, summed over every
+                  session of a resumed build, and the join's
 
 Building streams: the table is read in parts of `part_rows` rows, each embedded and written
 to parts/ (its embeddings last, under a temporary name, so a part that exists is whole);
@@ -31,6 +33,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import tqdm
@@ -163,6 +166,7 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
   if os.path.exists(done):
     advance(len(rows))
     return  # a resumed build: this part is whole
+  started, cpu_started = time.perf_counter(), time.process_time()
   kept = [r for r in rows if not r.skip]
   skipped = {}
   for r in rows:
@@ -173,8 +177,6 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
   atomic.write(_part_path(index_dir, number, 'jsonl'), lambda f: f.write(b''.join(
       (json.dumps({'id': r.number, 'url': r.url, 'caption': r.caption},
                   ensure_ascii=False) + '\n').encode() for r in kept)), single_writer=True)
-  _write_json(_part_path(index_dir, number, 'json'),
-              {'rows': len(rows), 'kept': len(kept), 'skipped': skipped})
   advance(len(rows) - len(kept))
   vectors = np.zeros((len(kept), embedder.dim), dtype)
   for start in range(0, len(kept), _EMBED_CHUNK):
@@ -182,12 +184,18 @@ def _write_part(index_dir, number, rows, embedder, dtype, batch_size, advance) -
     vectors[start:start + len(captions)] = embedder.embed(captions, batch_size=batch_size,
                                                           progress=False)
     advance(len(captions))
+  # The part's own time, kept with it: a build resumed in another session still adds up.
+  _write_json(_part_path(index_dir, number, 'json'),
+              {'rows': len(rows), 'kept': len(kept), 'skipped': skipped,
+               'seconds': round(time.perf_counter() - started, 3),
+               'cpu_seconds': round(time.process_time() - cpu_started, 3)})
   atomic.write(done, lambda f: np.save(f, vectors),  # last: marks the part whole
                single_writer=True)
 
 
 def _join(index_dir: str, parts: int, plan: dict) -> dict:
   """Joins the parts into records, offsets and embeddings; writes the manifest last."""
+  started, cpu_started = time.perf_counter(), time.process_time()
   stats = [_read_json(_part_path(index_dir, k, 'json')) for k in range(parts)]
   if any(s is None for s in stats):
     raise UrlCorpusError(f'A part of {index_dir} is missing; index the table again.')
@@ -222,7 +230,12 @@ def _join(index_dir: str, parts: int, plan: dict) -> dict:
     for reason, count in s['skipped'].items():
       skipped[reason] = skipped.get(reason, 0) + count
   manifest = {**plan, 'rows': rows, 'table_rows': sum(s['rows'] for s in stats),
-              'skipped': dict(sorted(skipped.items()))}
+              'skipped': dict(sorted(skipped.items())),
+              'build': {'parts_seconds': round(sum(s.get('seconds', 0) for s in stats), 1),
+                        'parts_cpu_seconds': round(sum(s.get('cpu_seconds', 0)
+                                                       for s in stats), 1),
+                        'join_seconds': round(time.perf_counter() - started, 1),
+                        'join_cpu_seconds': round(time.process_time() - cpu_started, 1)}}
   _write_json(os.path.join(index_dir, MANIFEST), manifest)
   os.remove(os.path.join(index_dir, PLAN))
   return manifest
