@@ -187,6 +187,10 @@ def main(argv=None) -> int:
                       help='each public answer waits a uniform LO,HI ms (e.g. 100,300)')
   parser.add_argument('--ie_jax_args', default='',
                       help='extra flags for ie-jax\'s CLI, e.g. "--max_per_host 8" (default: none)')
+  parser.add_argument('--drip_s', type=float, default=5.0,
+                      help='how long a drip stalls after its first 1,000 bytes; above both '
+                           'tools\' 10 s read timeout, each meets it as a timeout (at 5 s '
+                           'the server ends it, and a Connection: close client sees that)')
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
   hits = {'n': 0}
@@ -197,7 +201,7 @@ def main(argv=None) -> int:
 
   internal_app = web.Application()
   internal_app.router.add_get('/secret/{i}', secret)
-  server = fault_server.FaultServer(drip_s=5.0)
+  server = fault_server.FaultServer(drip_s=args.drip_s)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     # The internal service starts first: the public app needs its address for redirects.
@@ -228,6 +232,7 @@ def main(argv=None) -> int:
     print(f'{row["downloader"]:<12} | ' + ' | '.join(str(row[c]) for c in cols))
   name = 'hostile_vs_img2dataset' + ('' if latency == (0, 0) else
                                      f'_{int(latency[0])}_{int(latency[1])}ms')
+  name += '' if args.drip_s == 5.0 else f'_drip{args.drip_s:g}s'
   results_io.write('hostile_vs_img2dataset', name, {'config': vars(args)}, rows, args.out)
   return 0
 

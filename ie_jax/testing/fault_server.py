@@ -230,6 +230,11 @@ def serve_in_thread(app: web.Application, host: str = '127.0.0.1'):
       box['url'] = url
       ready.set()
       await box['stop'].wait()
+    # Handlers still asleep (a long drip's stall) would be destroyed pending with the loop.
+    rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in rest:
+      task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
   thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
   thread.start()
