@@ -86,11 +86,11 @@ def get_config(arg=None):
   # The paper scores a concept by its top 10 of ~100 images; here its top 5 of 20 (a top
   # 2 was as good on the demo world, worse on the objects world: DECISIONS).
   config.reward.top_images = 5
+  config.reward.embed_batch_size = 256
   config.train.epochs_per_iteration = 1
   # The paper's starting point: SSL fine-tuning on the target, early-stopped on the loss.
   config.init.finetune_epochs = 20
   config.init.warmup_epochs = arg.warmup
-  config.reward.embed_batch_size = 256
   config.monitor.knn_examples = 0
 
   config.evaluate.final_probe = True

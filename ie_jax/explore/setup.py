@@ -216,16 +216,9 @@ def make_engine(config, world, query_cache: engines.QueryCache):
   else:
     kwargs = {'base_url': web.engine_url} if web.engine_url else {}
     engine = engines.make(web.engine, **kwargs)
-    if web.engine == 'openverse' and not openverse.has_credentials():
-      pages = -(-config.search.images_per_query // openverse.ANONYMOUS_PAGE_SIZE)
-      log.warning(
-          'Openverse without credentials: one iteration asks about %d requests (%d queries '
-          'x %d pages of %d), and anonymous callers get a small daily allowance, so the '
-          'run will stop on its quota. Register once (python -m ie_jax.web.openverse '
-          'register ...; the engine table in the README) and set %s and %s.',
-          config.search.queries_per_iteration * pages, config.search.queries_per_iteration,
-          pages, openverse.ANONYMOUS_PAGE_SIZE, openverse.CLIENT_ID_ENV,
-          openverse.CLIENT_SECRET_ENV)
+    if web.engine == 'openverse':
+      openverse.warn_if_anonymous(config.search.queries_per_iteration,
+                                  config.search.images_per_query)
   return engines.CachedEngine(engine, query_cache)
 
 

@@ -87,14 +87,22 @@ class ExplorerState:
       self.phase, self.iteration = phases[0], self.iteration + 1
 
 
-class _Array:
-  """A field of `Carried` held as a NumPy array: one side file, named after the field."""
+class _Field:
+  """A field of `Carried`: one side file, named after the field."""
 
-  def __init__(self, dtype, tail: tuple = (), doc: str = ''):
-    self._dtype, self._tail, self.__doc__ = dtype, tail, doc
+  def __init__(self, doc: str = ''):
+    self.__doc__ = doc
 
   def __set_name__(self, owner, name):
     self.key = name  # the file's name in `ExplorerState.files`
+
+
+class _Array(_Field):
+  """A field held as a NumPy array (empty before the first write)."""
+
+  def __init__(self, dtype, tail: tuple = (), doc: str = ''):
+    super().__init__(doc)
+    self._dtype, self._tail = dtype, tail
 
   def __get__(self, carried, owner=None) -> np.ndarray:
     if carried is None:
@@ -106,11 +114,8 @@ class _Array:
     carried.side.save_array(carried.state, self.key, np.asarray(value, self._dtype))
 
 
-class _Json(_Array):
-  """A field of `Carried` held as JSON (None before the first write)."""
-
-  def __init__(self, doc: str = ''):  # pylint: disable=super-init-not-called
-    self.__doc__ = doc
+class _Json(_Field):
+  """A field held as JSON (None before the first write)."""
 
   def __get__(self, carried, owner=None):
     if carried is None:

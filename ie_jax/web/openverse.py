@@ -12,12 +12,14 @@ logged or checkpointed.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
 
 from ie_jax.web import api
 
+log = logging.getLogger(__name__)
 TOKEN_ENV = 'OPENVERSE_TOKEN'
 CLIENT_ID_ENV, CLIENT_SECRET_ENV = 'OPENVERSE_CLIENT_ID', 'OPENVERSE_CLIENT_SECRET'
 ANONYMOUS_PAGE_SIZE = 20
@@ -35,6 +37,20 @@ def has_credentials() -> bool:
   return bool(os.environ.get(TOKEN_ENV, '').strip() or (
       os.environ.get(CLIENT_ID_ENV, '').strip() and
       os.environ.get(CLIENT_SECRET_ENV, '').strip()))
+
+
+def warn_if_anonymous(queries_per_iteration: int, images_per_query: int) -> None:
+  """At a run's start: without credentials, the arithmetic of why its quota will end it."""
+  if has_credentials():
+    return
+  pages = -(-images_per_query // ANONYMOUS_PAGE_SIZE)
+  log.warning(
+      'Openverse without credentials: one iteration asks about %d requests (%d queries '
+      'x %d pages of %d), and anonymous callers get a small daily allowance, so the '
+      'run will stop on its quota. Register once (python -m ie_jax.web.openverse '
+      'register ...; the engine table in the README) and set %s and %s.',
+      queries_per_iteration * pages, queries_per_iteration, pages, ANONYMOUS_PAGE_SIZE,
+      CLIENT_ID_ENV, CLIENT_SECRET_ENV)
 
 
 class Openverse:
