@@ -44,23 +44,27 @@ def lemmas() -> list[str]:
   return words
 
 
-def write_table(path: str, rows: int, fmt: str, seed: int = 0) -> None:
+def captions(rows: int, seed: int = 0):
+  """`rows` captions of 8-16 WordNet noun lemmas (about DataComp's length), lazily."""
   rng = random.Random(seed)
   words = lemmas()
-  captions = (' '.join(rng.choice(words) for _ in range(rng.randint(8, 16)))
-              for _ in range(rows))
+  return (' '.join(rng.choice(words) for _ in range(rng.randint(8, 16))) for _ in range(rows))
+
+
+def write_table(path: str, rows: int, fmt: str, seed: int = 0) -> None:
+  texts = captions(rows, seed)
   urls = (f'https://img{i % 97}.example.org/{i:08d}.jpg' for i in range(rows))
   if fmt == 'csv':
     with open(path, 'w', newline='', encoding='utf-8') as f:
       w = csv.writer(f)
       w.writerow(['url', 'caption'])
-      w.writerows(zip(urls, captions))
+      w.writerows(zip(urls, texts))
     return
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   with pq.ParquetWriter(path, pa.schema([('url', pa.string()), ('caption', pa.string())])) as w:
     while True:
-      chunk = list(zip(*[x for _, x in zip(range(100_000), zip(urls, captions))]))
+      chunk = list(zip(*[x for _, x in zip(range(100_000), zip(urls, texts))]))
       if not chunk:
         break
       w.write_table(pa.table({'url': list(chunk[0]), 'caption': list(chunk[1])}))
