@@ -35,14 +35,16 @@ def main(argv=None) -> int:
   parser.add_argument('--out', default='')
   args = parser.parse_args(argv)
   texts = list(url_corpus_bench.captions(args.captions))
-  ours = local_index.load_embedder()
-  impls = {'jax': lambda t: ours.embed(t, batch_size=args.batch, progress=False)}
-  if 'torch' in args.impls.split(','):
+  wanted = args.impls.split(',')
+  ours = local_index.load_embedder()  # also the tokenizer and weights for the reference
+  impls = {}
+  if 'jax' in wanted:
+    impls['jax'] = lambda t: ours.embed(t, batch_size=args.batch, progress=False)
+  if 'torch' in wanted:
     from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
     reference = SentenceTransformer(ours.model_dir, device='cpu')
     impls['torch'] = lambda t: reference.encode(t, batch_size=args.batch,
                                                 convert_to_numpy=True)
-  impls = {k: v for k, v in impls.items() if k in args.impls.split(',')}
   tokens = np.mean([len(x) for x in ours.tokenizer(texts)['input_ids']])
 
   rows, outputs = [], {}
@@ -53,10 +55,9 @@ def main(argv=None) -> int:
       start = time.perf_counter()
       outputs[name] = np.asarray(embed(texts), np.float32)
       seconds.append(time.perf_counter() - start)
-    median = float(np.median(seconds))
+    rate = args.captions / float(np.median(seconds))
     rows.append({'impl': name, 'seconds': [round(s, 2) for s in seconds],
-                 'rows_per_s': round(args.captions / median, 1),
-                 'hours_per_million': round(1e6 / (args.captions / median) / 3600, 2)})
+                 'rows_per_s': round(rate, 1), 'hours_per_million': round(1e6 / rate / 3600, 2)})
   if 'torch' in outputs:
     base = next(r['rows_per_s'] for r in rows if r['impl'] == 'torch')
     for r in rows:
